@@ -1,0 +1,92 @@
+//! Administration of tally objects by name: what `tally ls/inspect/sweep/rm` do.
+
+use crate::error::{Error, Result};
+use crate::segment::{self, Options, Segment, SegmentInfo, admin};
+
+/// The names of every tally object in the shared-memory namespace.
+pub fn list() -> Result<Vec<String>> {
+    admin::names()
+}
+
+/// Describes the object `name`, with each holder's pid and liveness.
+pub fn inspect(name: &str) -> Result<SegmentInfo> {
+    admin::inspect(name, &Options::default())
+}
+
+/// Describes `name` with explicit options (for foreign-owned segments).
+pub fn inspect_with(name: &str, opts: &Options) -> Result<SegmentInfo> {
+    admin::inspect(name, opts)
+}
+
+/// What one sweep of one or all objects did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Dead holders whose slots (and object state) were reclaimed.
+    pub reclaimed_holders: u32,
+    /// Names unlinked because no live holder remained.
+    pub unlinked: Vec<String>,
+    /// Temporary files of creators that died mid-create, removed.
+    pub init_debris_removed: u32,
+    /// Objects that could not be swept, with why.
+    pub errors: Vec<(String, String)>,
+}
+
+/// Sweeps the object `name`: reclaims its dead holders, unlinks it if none is alive.
+pub fn sweep(name: &str) -> Result<SweepReport> {
+    let out = admin::sweep(name, &Options::default(), crate::objects::recover_any)?;
+    Ok(SweepReport {
+        reclaimed_holders: out.reclaimed,
+        unlinked: if out.unlinked {
+            vec![name.to_owned()]
+        } else {
+            vec![]
+        },
+        init_debris_removed: 0,
+        errors: vec![],
+    })
+}
+
+/// Sweeps every tally object, and removes debris of creators that died mid-create.
+pub fn sweep_all() -> Result<SweepReport> {
+    let mut report = SweepReport {
+        init_debris_removed: segment::sweep_init_debris(),
+        ..Default::default()
+    };
+    for name in list()? {
+        match sweep(&name) {
+            Ok(r) => {
+                report.reclaimed_holders += r.reclaimed_holders;
+                report.unlinked.extend(r.unlinked);
+            }
+            // Gone between listing and sweeping: nothing to do.
+            Err(Error::NotFound(_)) => {}
+            Err(e) => report.errors.push((name, e.to_string())),
+        }
+    }
+    Ok(report)
+}
+
+/// Unlinks `name` by force. Live holders keep working on their mapping, detached
+/// from the name; a new object may be created under it at once.
+pub fn remove(name: &str) -> Result<()> {
+    admin::remove(name, &Options::default())
+}
+
+/// A handle on an object of any kind, that only keeps it alive: what `tally hold` uses.
+pub struct Holder {
+    seg: Segment,
+}
+
+impl Holder {
+    /// Attaches to the live object `name`, whatever its kind.
+    pub fn open(name: &str, opts: &Options) -> Result<Self> {
+        Ok(Holder {
+            seg: Segment::open_expecting(name, None, crate::objects::recover_any, opts)?,
+        })
+    }
+
+    /// Describes the held object.
+    pub fn info(&self) -> SegmentInfo {
+        self.seg.info()
+    }
+}

@@ -1,0 +1,29 @@
+//! tally: crash-safe, zero-copy inter-process objects in named shared memory.
+//!
+//! Objects live in named segments under `/dev/shm/tally.NAME`. Each segment counts
+//! its holders in a table whose liveness the kernel vouches for (an OFD lock per
+//! holder), so the last holder to leave — by drop or by death — unlinks it.
+//! See README.md for the guarantees and docs/ARCHITECTURE.md for how they hold.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod admin;
+mod error;
+mod objects;
+pub mod segment;
+pub(crate) mod sync;
+mod sys;
+
+pub use error::{Error, Result};
+pub use objects::region::Region;
+pub use segment::{HolderInfo, Kind, Options, SegmentInfo, SweepOutcome};
+
+#[doc(hidden)]
+pub mod __private {
+    //! Hooks for tally's own tests. Not part of the API.
+    pub use crate::segment::set_create_hook;
+    pub use crate::sys::{
+        block_termination_signals, pid_exists, pin_to_cpu, process_start_ticks,
+        wait_termination_signal,
+    };
+}

@@ -1,0 +1,151 @@
+//! A raw byte region: the equivalent of a named file mapping.
+
+use crate::error::{Error, Result};
+use crate::segment::{
+    Fingerprint, Kind, ObjectMem, ObjectSpec, Options, Segment, SegmentInfo, SweepOutcome,
+};
+
+/// A named region of shared bytes, alive while any process holds a `Region` of it.
+///
+/// Readers and writers in different processes see each other's bytes; the region
+/// itself provides no synchronisation beyond that, so use a ring, event or semaphore
+/// to say when bytes are ready.
+///
+/// ```
+/// # let name = format!("doc-region-{}", std::process::id());
+/// let a = tally::Region::create(&name, 4096)?;
+/// a.write(0, b"hello")?;
+/// let b = tally::Region::open(&name)?;
+/// let mut buf = [0u8; 5];
+/// b.read(0, &mut buf)?;
+/// assert_eq!(&buf, b"hello");
+/// // Dropping the last handle unlinks the name.
+/// # Ok::<(), tally::Error>(())
+/// ```
+pub struct Region {
+    seg: Segment,
+    mem: ObjectMem,
+}
+
+// SAFETY: the region hands out bytes only through copies or `unsafe` accessors whose
+// contract puts synchronisation on the caller; the segment handle is Send + Sync.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+fn spec(len: usize) -> ObjectSpec<'static> {
+    ObjectSpec {
+        kind: Kind::Bytes,
+        fingerprint: Fingerprint::bytes(),
+        object_len: len,
+        init: &|_| {},
+        recover: crate::objects::recover_any,
+    }
+}
+
+impl Region {
+    /// Creates a region of `len` bytes, zeroed, with default [`Options`].
+    pub fn create(name: &str, len: usize) -> Result<Self> {
+        Self::create_with(name, len, &Options::default())
+    }
+
+    /// Creates a region of `len` bytes with `opts`.
+    pub fn create_with(name: &str, len: usize, opts: &Options) -> Result<Self> {
+        if len == 0 {
+            return Err(Error::InvalidArgument(
+                "a region needs at least one byte".into(),
+            ));
+        }
+        Ok(Self::from_segment(Segment::create(name, &spec(len), opts)?))
+    }
+
+    /// Opens the live region `name`.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::open_with(name, &Options::default())
+    }
+
+    /// Opens the live region `name` with `opts`.
+    pub fn open_with(name: &str, opts: &Options) -> Result<Self> {
+        Ok(Self::from_segment(Segment::open(name, &spec(0), opts)?))
+    }
+
+    /// Opens `name`, or creates it with `len` bytes if no live region is there.
+    /// Returns whether this call created it.
+    pub fn open_or_create(name: &str, len: usize, opts: &Options) -> Result<(Self, bool)> {
+        if len == 0 {
+            return Err(Error::InvalidArgument(
+                "a region needs at least one byte".into(),
+            ));
+        }
+        let (seg, created) = Segment::open_or_create(name, &spec(len), opts)?;
+        Ok((Self::from_segment(seg), created))
+    }
+
+    fn from_segment(seg: Segment) -> Self {
+        let mem = seg.object();
+        Region { seg, mem }
+    }
+
+    /// The object's name.
+    pub fn name(&self) -> &str {
+        self.seg.name()
+    }
+
+    /// Length of the region in bytes.
+    pub fn len(&self) -> usize {
+        self.mem.len
+    }
+
+    /// Always `false`: regions have at least one byte.
+    pub fn is_empty(&self) -> bool {
+        self.mem.len == 0
+    }
+
+    fn check(&self, offset: usize, n: usize) -> Result<()> {
+        match offset.checked_add(n) {
+            Some(end) if end <= self.mem.len => Ok(()),
+            _ => Err(Error::InvalidArgument(format!(
+                "bytes {offset}..{offset}+{n} outside the {}-byte region",
+                self.mem.len
+            ))),
+        }
+    }
+
+    /// Copies `buf.len()` bytes at `offset` out of the region.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check(offset, buf.len())?;
+        // SAFETY: bounds checked above; `buf` is private memory that cannot overlap the
+        // mapping. Bytes written concurrently by another process may be torn, which the
+        // type documents; u8 has no invalid values.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.mem.ptr.add(offset), buf.as_mut_ptr(), buf.len())
+        };
+        Ok(())
+    }
+
+    /// Copies `data` into the region at `offset`.
+    pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check(offset, data.len())?;
+        // SAFETY: bounds checked above; `data` cannot overlap the mapping.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.mem.ptr.add(offset), data.len())
+        };
+        Ok(())
+    }
+
+    /// The start of the region, 128-byte aligned, valid for `len()` bytes while `self`
+    /// lives. Reads and writes through it race with other processes: synchronise them.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.mem.ptr
+    }
+
+    /// Reclaims dead holders now (open and create also do it).
+    pub fn sweep(&self) -> Result<SweepOutcome> {
+        self.seg.sweep()
+    }
+
+    /// Describes the segment: refcount, holders, sizes.
+    pub fn info(&self) -> SegmentInfo {
+        self.seg.info()
+    }
+}
