@@ -10,12 +10,18 @@
 pub mod admin;
 mod error;
 mod objects;
+mod ring;
 pub mod segment;
 pub(crate) mod sync;
 mod sys;
 
 pub use error::{Error, Result};
 pub use objects::region::Region;
+pub use ring::{
+    ByteConsumer, ByteProducer, ByteReadSlot, ByteRing, ByteWriteSlot, Consumer, Producer,
+    ReadBatch, ReadSlot, RecvTimeoutError, ReserveError, Ring, SendTimeoutError, TryRecvError,
+    TrySendError, WriteBatch, WriteSlot,
+};
 pub use segment::{HolderInfo, Kind, Options, SegmentInfo, SweepOutcome};
 
 #[doc(hidden)]

@@ -3,6 +3,7 @@
 //! via the handle layer.
 
 pub(crate) mod region;
+pub(crate) mod ring;
 
 use crate::segment::{Kind, ObjectMem};
 
@@ -12,7 +13,12 @@ pub(crate) fn recover_any(kind: u32, mem: ObjectMem, slot: u32) {
     match Kind::from_tag(kind) {
         Kind::Bytes => {}
         Kind::SpscRing => {
-            let _ = (mem, slot);
+            // SAFETY: the segment layer hands us its mapped, 128-aligned object area.
+            if let Ok(geo) = unsafe { ring::read_geometry(mem.ptr, mem.len) } {
+                // SAFETY: geometry validated against the area's length just above.
+                let view = unsafe { ring::RingView::new(mem.ptr, geo) };
+                ring::recover(&view, slot);
+            }
         }
         Kind::Unknown(_) => {}
     }

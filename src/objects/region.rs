@@ -38,7 +38,7 @@ fn spec(len: usize) -> ObjectSpec<'static> {
         kind: Kind::Bytes,
         fingerprint: Fingerprint::bytes(),
         object_len: len,
-        init: &|_| {},
+        init: Box::new(|_| {}),
         recover: crate::objects::recover_any,
     }
 }

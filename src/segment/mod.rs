@@ -127,7 +127,7 @@ pub(crate) struct ObjectSpec<'a> {
     /// Bytes of the object area (creation only).
     pub object_len: usize,
     /// Initialises a zeroed object area in place (creation only).
-    pub init: &'a dyn Fn(ObjectMem),
+    pub init: Box<dyn Fn(ObjectMem) + 'a>,
     pub recover: Recover,
 }
 

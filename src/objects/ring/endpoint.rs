@@ -1,0 +1,133 @@
+//! Producer and consumer cursors over a [`RingView`]: the hot path, free of system
+//! calls, locks, allocation and read-modify-write atomics. Blocking lives in the
+//! handle layer; these return "would block" and let it decide.
+
+use super::{RingView, VACANT};
+use crate::sync::Ordering;
+
+/// The producer's private cursor.
+pub(crate) struct ProducerCursor {
+    pub view: RingView,
+    /// Next position to write.
+    pub tail: u64,
+    /// Last head we loaded; the ring has room while `tail - cached_head < capacity`.
+    pub cached_head: u64,
+}
+
+impl ProducerCursor {
+    /// A cursor continuing where the ring's last producer stopped.
+    pub(crate) fn resume(view: RingView) -> Self {
+        let tail = view.header().tail.load(Ordering::Acquire);
+        let head = view.load_head();
+        // A corrupt tail far from head would make us write over unread slots or wait
+        // forever: clamp it into [head, head + capacity].
+        let tail = tail.clamp(head, head + view.geo.capacity);
+        ProducerCursor {
+            view,
+            tail,
+            cached_head: head,
+        }
+    }
+
+    /// Free slots, reloading head only when the cached value shows fewer than `want`.
+    #[inline]
+    pub(crate) fn free(&mut self, want: u64) -> u64 {
+        let cap = self.view.geo.capacity;
+        let mut free = cap - (self.tail - self.cached_head).min(cap);
+        if free < want {
+            let head = self.view.load_head();
+            // A head that went backwards or past tail is corrupt; never trust it
+            // beyond what keeps our writes inside unread-free slots.
+            if head >= self.cached_head && head <= self.tail {
+                self.cached_head = head;
+            }
+            free = cap - (self.tail - self.cached_head).min(cap);
+        }
+        free
+    }
+
+    /// Publishes `n` reserved positions starting at `tail`.
+    #[inline]
+    pub(crate) fn commit(&mut self, n: u64) {
+        let first = self.tail;
+        for pos in first..first + n {
+            self.view.publish(pos);
+        }
+        self.tail = first + n;
+        self.view.store_tail(self.tail);
+        if self
+            .view
+            .header()
+            .wait
+            .consumer_waiting
+            .load(Ordering::Relaxed)
+            != 0
+        {
+            self.wake_consumer(first);
+        }
+    }
+
+    #[cold]
+    fn wake_consumer(&self, pos: u64) {
+        #[cfg(not(loom))]
+        crate::sys::futex_wake(self.view.seq(pos), u32::MAX);
+        #[cfg(loom)]
+        let _ = pos;
+    }
+}
+
+/// The consumer's private cursor.
+pub(crate) struct ConsumerCursor {
+    pub view: RingView,
+    /// Next position to read.
+    pub head: u64,
+}
+
+impl ConsumerCursor {
+    /// A cursor continuing where the ring's last consumer stopped.
+    pub(crate) fn resume(view: RingView) -> Self {
+        let head = view.load_head();
+        ConsumerCursor { view, head }
+    }
+
+    /// How many positions from `head` on are committed, up to `max`.
+    #[inline]
+    pub(crate) fn available(&self, max: u64) -> u64 {
+        let mut n = 0;
+        while n < max && self.view.is_committed(self.head + n) {
+            n += 1;
+        }
+        n
+    }
+
+    /// Frees `n` positions from `head` for the producer.
+    #[inline]
+    pub(crate) fn release(&mut self, n: u64) {
+        self.head += n;
+        self.view.store_head(self.head);
+        if self
+            .view
+            .header()
+            .wait
+            .producer_waiting
+            .load(Ordering::Relaxed)
+            != 0
+        {
+            self.wake_producer();
+        }
+    }
+
+    #[cold]
+    fn wake_producer(&self) {
+        let space = &self.view.header().wait.space;
+        space.fetch_add(1, Ordering::Release);
+        #[cfg(not(loom))]
+        crate::sys::futex_wake(space, u32::MAX);
+    }
+}
+
+/// Whether a role word says the role was held once and is vacant now.
+#[inline]
+pub(crate) fn role_vacated(role: &crate::sync::AtomicU32, gen_: &crate::sync::AtomicU32) -> bool {
+    role.load(Ordering::Acquire) == VACANT && gen_.load(Ordering::Relaxed) > 0
+}

@@ -1,0 +1,379 @@
+//! Rings of variable-length byte messages, up to a slot size chosen at create time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::error::{RecvTimeoutError, ReserveError, TryRecvError};
+use super::shared::{Role, Shared, Wait, deadline_after};
+use crate::error::{Error, Result};
+use crate::objects::ring::endpoint::{ConsumerCursor, ProducerCursor};
+use crate::objects::ring::{FLAVOR_BYTES, Geometry};
+use crate::segment::{Fingerprint, Options, SegmentInfo, SweepOutcome};
+
+/// Payload header of a byte slot: the message length, padded to 8.
+const LEN_PREFIX: usize = 8;
+
+/// A named SPSC ring of byte messages of up to `max_message` bytes each.
+///
+/// ```
+/// # let name = format!("doc-bytes-{}", std::process::id());
+/// let ring = tally::ByteRing::create(&name, 64, 256)?;
+/// let mut tx = ring.producer()?;
+/// let mut rx = ring.consumer()?;
+/// let mut slot = tx.reserve(5).unwrap();
+/// slot.copy_from_slice(b"hello");
+/// slot.commit();
+/// let msg = rx.peek().unwrap();
+/// assert_eq!(&*msg, b"hello");
+/// msg.release();
+/// # Ok::<(), tally::Error>(())
+/// ```
+pub struct ByteRing {
+    shared: Arc<Shared>,
+}
+
+fn byte_geometry(capacity: usize, max_message: usize) -> Result<Geometry> {
+    if max_message == 0 || max_message > u32::MAX as usize - LEN_PREFIX {
+        return Err(Error::InvalidArgument(format!(
+            "max_message {max_message} outside 1..=4 GiB"
+        )));
+    }
+    Geometry::new(capacity, LEN_PREFIX + max_message, 8, FLAVOR_BYTES).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "capacity {capacity} × {max_message}-byte messages: capacity must be 1..=2^30 and the ring fit in memory"
+        ))
+    })
+}
+
+impl ByteRing {
+    /// Creates a ring of at least `capacity` slots of `max_message` bytes.
+    pub fn create(name: &str, capacity: usize, max_message: usize) -> Result<Self> {
+        Self::create_with(name, capacity, max_message, &Options::default())
+    }
+
+    /// Creates with explicit [`Options`].
+    pub fn create_with(
+        name: &str,
+        capacity: usize,
+        max_message: usize,
+        opts: &Options,
+    ) -> Result<Self> {
+        let geo = byte_geometry(capacity, max_message)?;
+        Ok(ByteRing {
+            shared: Shared::create(name, Fingerprint::bytes(), geo, opts)?,
+        })
+    }
+
+    /// Opens the live byte ring `name`, whatever its sizes.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::open_with(name, &Options::default())
+    }
+
+    /// Opens with explicit [`Options`].
+    pub fn open_with(name: &str, opts: &Options) -> Result<Self> {
+        let seg_geo = Shared::open_any_bytes(name, opts)?;
+        Ok(ByteRing { shared: seg_geo })
+    }
+
+    /// Opens `name` or creates it. Returns whether it created.
+    pub fn open_or_create(
+        name: &str,
+        capacity: usize,
+        max_message: usize,
+        opts: &Options,
+    ) -> Result<(Self, bool)> {
+        let geo = byte_geometry(capacity, max_message)?;
+        let (shared, created) = Shared::open_or_create(name, Fingerprint::bytes(), geo, opts)?;
+        Ok((ByteRing { shared }, created))
+    }
+
+    /// Claims the producer role.
+    pub fn producer(&self) -> Result<ByteProducer> {
+        self.shared.claim(Role::Producer)?;
+        Ok(ByteProducer {
+            cursor: ProducerCursor::resume(self.shared.view),
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Claims the consumer role.
+    pub fn consumer(&self) -> Result<ByteConsumer> {
+        self.shared.claim(Role::Consumer)?;
+        Ok(ByteConsumer {
+            cursor: ConsumerCursor::resume(self.shared.view),
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.shared.view.geo.capacity as usize
+    }
+
+    /// Largest message in bytes.
+    pub fn max_message(&self) -> usize {
+        self.shared.view.geo.payload_size - LEN_PREFIX
+    }
+
+    /// The object's name.
+    pub fn name(&self) -> &str {
+        self.shared.seg.name()
+    }
+
+    /// Describes the segment.
+    pub fn info(&self) -> SegmentInfo {
+        self.shared.seg.info()
+    }
+
+    /// Reclaims dead holders now.
+    pub fn sweep(&self) -> Result<SweepOutcome> {
+        self.shared.seg.sweep()
+    }
+}
+
+/// The sending side of a [`ByteRing`].
+pub struct ByteProducer {
+    cursor: ProducerCursor,
+    shared: Arc<Shared>,
+}
+
+// SAFETY: see `Producer`.
+unsafe impl Send for ByteProducer {}
+
+impl ByteProducer {
+    fn max(&self) -> usize {
+        self.cursor.view.geo.payload_size - LEN_PREFIX
+    }
+
+    /// Reserves a slot for a message of exactly `len` bytes, to be written in place.
+    #[inline]
+    pub fn reserve(&mut self, len: usize) -> Result<ByteWriteSlot<'_>, ReserveError> {
+        if len > self.max() {
+            return Err(ReserveError::TooLong {
+                len,
+                max: self.max(),
+            });
+        }
+        if self.cursor.free(1) == 0 {
+            return Err(if self.shared.role_vacated(Role::Consumer) {
+                ReserveError::Disconnected
+            } else {
+                ReserveError::Full
+            });
+        }
+        Ok(ByteWriteSlot {
+            producer: self,
+            len,
+        })
+    }
+
+    /// Copies `msg` into the ring if a slot is free.
+    #[inline]
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<(), ReserveError> {
+        let mut slot = self.reserve(msg.len())?;
+        slot.copy_from_slice(msg);
+        slot.commit();
+        Ok(())
+    }
+
+    /// Copies `msg` in, waiting while the ring is full.
+    pub fn send(&mut self, msg: &[u8]) -> Result<(), ReserveError> {
+        self.send_until(msg, None)
+    }
+
+    /// Copies `msg` in, waiting at most `timeout`; `Err(Full)` on timeout.
+    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), ReserveError> {
+        self.send_until(msg, deadline_after(timeout))
+    }
+
+    fn send_until(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<(), ReserveError> {
+        loop {
+            match self.try_send(msg) {
+                Err(ReserveError::Full) => {}
+                other => return other,
+            }
+            match self.shared.wait_space(&mut self.cursor, 1, deadline) {
+                Wait::Retry => {}
+                Wait::Gone => {
+                    return self.try_send(msg).map_err(|e| match e {
+                        ReserveError::Full => ReserveError::Disconnected,
+                        e => e,
+                    });
+                }
+                Wait::TimedOut => return Err(ReserveError::Full),
+            }
+        }
+    }
+}
+
+impl Drop for ByteProducer {
+    fn drop(&mut self) {
+        self.shared.release_role(Role::Producer);
+        crate::sys::futex_wake(self.cursor.view.seq(self.cursor.tail), u32::MAX);
+    }
+}
+
+/// A reserved byte slot of a fixed length, written in place.
+pub struct ByteWriteSlot<'a> {
+    producer: &'a mut ByteProducer,
+    len: usize,
+}
+
+impl ByteWriteSlot<'_> {
+    /// Publishes the message.
+    #[inline]
+    pub fn commit(self) {
+        let view = &self.producer.cursor.view;
+        let payload = view.payload(self.producer.cursor.tail);
+        // SAFETY: the slot is reserved and ours; the length prefix is the first 4 of
+        // the payload's bytes, 8-aligned.
+        unsafe { (payload as *mut u32).write(self.len as u32) };
+        self.producer.cursor.commit(1);
+    }
+}
+
+impl std::ops::Deref for ByteWriteSlot<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        let p = self.producer.cursor.view.payload(self.producer.cursor.tail);
+        // SAFETY: reserved and ours; len <= max so the bytes lie inside the slot.
+        unsafe { std::slice::from_raw_parts(p.add(LEN_PREFIX), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for ByteWriteSlot<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let p = self.producer.cursor.view.payload(self.producer.cursor.tail);
+        // SAFETY: as in `deref`, and exclusively ours until commit.
+        unsafe { std::slice::from_raw_parts_mut(p.add(LEN_PREFIX), self.len) }
+    }
+}
+
+/// The receiving side of a [`ByteRing`].
+pub struct ByteConsumer {
+    cursor: ConsumerCursor,
+    shared: Arc<Shared>,
+}
+
+// SAFETY: see `Producer`.
+unsafe impl Send for ByteConsumer {}
+
+impl ByteConsumer {
+    #[cold]
+    fn empty_error(&self) -> TryRecvError {
+        if self.shared.role_vacated(Role::Producer)
+            && !self.cursor.view.is_committed(self.cursor.head)
+        {
+            TryRecvError::Disconnected
+        } else {
+            TryRecvError::Empty
+        }
+    }
+
+    /// Hands out the next committed message in place, until [`ByteReadSlot::release`].
+    #[inline]
+    pub fn peek(&mut self) -> Result<ByteReadSlot<'_>, TryRecvError> {
+        if !self.cursor.view.is_committed(self.cursor.head) {
+            let e = self.empty_error();
+            if e == TryRecvError::Empty || !self.cursor.view.is_committed(self.cursor.head) {
+                return Err(e);
+            }
+        }
+        let p = self.cursor.view.payload(self.cursor.head);
+        // SAFETY: committed, so the prefix was written before the seq we acquired.
+        let len = unsafe { (p as *const u32).read() } as usize;
+        // A hostile length is clamped to the slot: wrong data, never an out-of-bounds read.
+        let len = len.min(self.cursor.view.geo.payload_size - LEN_PREFIX);
+        Ok(ByteReadSlot {
+            consumer: self,
+            len,
+        })
+    }
+
+    /// Copies the next message into `buf` (replacing its contents).
+    #[inline]
+    pub fn try_recv_into(&mut self, buf: &mut Vec<u8>) -> Result<(), TryRecvError> {
+        let msg = self.peek()?;
+        buf.clear();
+        buf.extend_from_slice(&msg);
+        msg.release();
+        Ok(())
+    }
+
+    /// Receives into `buf`, waiting while empty.
+    pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<(), RecvTimeoutError> {
+        self.recv_until(buf, None)
+    }
+
+    /// Receives into `buf`, waiting at most `timeout`.
+    pub fn recv_timeout_into(
+        &mut self,
+        buf: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), RecvTimeoutError> {
+        self.recv_until(buf, deadline_after(timeout))
+    }
+
+    fn recv_until(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<(), RecvTimeoutError> {
+        loop {
+            match self.try_recv_into(buf) {
+                Ok(()) => return Ok(()),
+                Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) => {}
+            }
+            match self.shared.wait_data(&self.cursor, deadline) {
+                Wait::Retry => {}
+                Wait::Gone => {
+                    return self
+                        .try_recv_into(buf)
+                        .map_err(|_| RecvTimeoutError::Disconnected);
+                }
+                Wait::TimedOut => return Err(RecvTimeoutError::Timeout),
+            }
+        }
+    }
+
+    /// Whether the producer has gone (vacated or died).
+    pub fn is_disconnected(&self) -> bool {
+        self.shared.role_gone(Role::Producer)
+    }
+}
+
+impl Drop for ByteConsumer {
+    fn drop(&mut self) {
+        self.shared.release_role(Role::Consumer);
+        let space = &self.cursor.view.header().wait.space;
+        space.fetch_add(1, std::sync::atomic::Ordering::Release);
+        crate::sys::futex_wake(space, u32::MAX);
+    }
+}
+
+/// A committed byte message, read in place.
+pub struct ByteReadSlot<'a> {
+    consumer: &'a mut ByteConsumer,
+    len: usize,
+}
+
+impl ByteReadSlot<'_> {
+    /// Frees the slot for the producer.
+    #[inline]
+    pub fn release(self) {
+        self.consumer.cursor.release(1);
+    }
+}
+
+impl std::ops::Deref for ByteReadSlot<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        let p = self.consumer.cursor.view.payload(self.consumer.cursor.head);
+        // SAFETY: committed and unreleased; len was clamped to the slot.
+        unsafe { std::slice::from_raw_parts(p.add(LEN_PREFIX), self.len) }
+    }
+}
