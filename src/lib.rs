@@ -18,9 +18,9 @@ mod sys;
 pub use error::{Error, Result};
 pub use objects::region::Region;
 pub use ring::{
-    ByteConsumer, ByteProducer, ByteReadSlot, ByteRing, ByteWriteSlot, Consumer, Producer,
-    ReadBatch, ReadSlot, RecvTimeoutError, ReserveError, Ring, SendTimeoutError, TryRecvError,
-    TrySendError, WriteBatch, WriteSlot,
+    ByteConsumer, ByteProducer, ByteReadBatch, ByteReadSlot, ByteRing, ByteWriteBatch,
+    ByteWriteSlot, Consumer, Producer, ReadBatch, ReadSlot, RecvTimeoutError, ReserveError, Ring,
+    SendTimeoutError, TryRecvError, TrySendError, WriteBatch, WriteSlot,
 };
 pub use segment::{HolderInfo, Kind, Options, SegmentInfo, SweepOutcome};
 
@@ -29,7 +29,7 @@ pub mod __private {
     //! Hooks for tally's own tests. Not part of the API.
     pub use crate::segment::set_create_hook;
     pub use crate::sys::{
-        block_termination_signals, pid_exists, pin_to_cpu, process_start_ticks,
-        wait_termination_signal,
+        block_termination_signals, default_sigpipe, futex_wait, futex_wake, monotonic_ns,
+        pid_exists, pin_to_cpu, process_start_ticks, wait_termination_signal,
     };
 }

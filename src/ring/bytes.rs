@@ -167,6 +167,35 @@ impl ByteProducer {
         })
     }
 
+    /// Reserves up to `max` consecutive slots (at least one), each for a message of
+    /// exactly `len` bytes, to be written in place.
+    #[inline]
+    pub fn reserve_many(
+        &mut self,
+        max: usize,
+        len: usize,
+    ) -> Result<ByteWriteBatch<'_>, ReserveError> {
+        if len > self.max() {
+            return Err(ReserveError::TooLong {
+                len,
+                max: self.max(),
+            });
+        }
+        let n = self.cursor.free(max as u64).min(max as u64);
+        if n == 0 {
+            return Err(if self.shared.role_vacated(Role::Consumer) {
+                ReserveError::Disconnected
+            } else {
+                ReserveError::Full
+            });
+        }
+        Ok(ByteWriteBatch {
+            producer: self,
+            count: n as usize,
+            len,
+        })
+    }
+
     /// Copies `msg` into the ring if a slot is free.
     #[inline]
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), ReserveError> {
@@ -251,6 +280,52 @@ impl std::ops::DerefMut for ByteWriteSlot<'_> {
     }
 }
 
+/// Consecutive reserved byte slots, each for a message of the same length.
+pub struct ByteWriteBatch<'a> {
+    producer: &'a mut ByteProducer,
+    count: usize,
+    len: usize,
+}
+
+impl ByteWriteBatch<'_> {
+    /// Number of slots reserved.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Always `false`: a batch has at least one slot.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The bytes of the `i`-th message, in place. Panics if `i >= len()`.
+    #[inline]
+    pub fn slot(&mut self, i: usize) -> &mut [u8] {
+        assert!(i < self.count, "slot {i} outside a batch of {}", self.count);
+        let p = self
+            .producer
+            .cursor
+            .view
+            .payload(self.producer.cursor.tail + i as u64);
+        // SAFETY: reserved and exclusively ours until commit; len <= max fits the slot.
+        unsafe { std::slice::from_raw_parts_mut(p.add(LEN_PREFIX), self.len) }
+    }
+
+    /// Publishes every message of the batch.
+    #[inline]
+    pub fn commit(self) {
+        let (count, len) = (self.count, self.len);
+        let cursor = &mut self.producer.cursor;
+        for i in 0..count as u64 {
+            // SAFETY: reserved and ours; the 8-aligned length prefix is in the slot.
+            unsafe { (cursor.view.payload(cursor.tail + i) as *mut u32).write(len as u32) };
+        }
+        cursor.commit(count as u64);
+    }
+}
+
 /// The receiving side of a [`ByteRing`].
 pub struct ByteConsumer {
     cursor: ConsumerCursor,
@@ -289,6 +364,19 @@ impl ByteConsumer {
         Ok(ByteReadSlot {
             consumer: self,
             len,
+        })
+    }
+
+    /// Hands out up to `max` consecutive committed messages in place.
+    #[inline]
+    pub fn peek_many(&mut self, max: usize) -> Result<ByteReadBatch<'_>, TryRecvError> {
+        let n = self.cursor.available(max as u64);
+        if n == 0 {
+            return Err(self.empty_error());
+        }
+        Ok(ByteReadBatch {
+            consumer: self,
+            count: n as usize,
         })
     }
 
@@ -375,5 +463,49 @@ impl std::ops::Deref for ByteReadSlot<'_> {
         let p = self.consumer.cursor.view.payload(self.consumer.cursor.head);
         // SAFETY: committed and unreleased; len was clamped to the slot.
         unsafe { std::slice::from_raw_parts(p.add(LEN_PREFIX), self.len) }
+    }
+}
+
+/// Consecutive committed byte messages, read in place.
+pub struct ByteReadBatch<'a> {
+    consumer: &'a mut ByteConsumer,
+    count: usize,
+}
+
+impl ByteReadBatch<'_> {
+    /// Number of messages.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Always `false`.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The `i`-th message. Panics if `i >= len()`.
+    #[inline]
+    pub fn get(&self, i: usize) -> &[u8] {
+        assert!(
+            i < self.count,
+            "message {i} outside a batch of {}",
+            self.count
+        );
+        let view = &self.consumer.cursor.view;
+        let p = view.payload(self.consumer.cursor.head + i as u64);
+        // SAFETY: committed (seen by `available`) and unreleased; the prefix precedes it.
+        let len = unsafe { (p as *const u32).read() } as usize;
+        let len = len.min(view.geo.payload_size - LEN_PREFIX);
+        // SAFETY: len clamped to the slot.
+        unsafe { std::slice::from_raw_parts(p.add(LEN_PREFIX), len) }
+    }
+
+    /// Frees every message of the batch.
+    #[inline]
+    pub fn release(self) {
+        let n = self.count as u64;
+        self.consumer.cursor.release(n);
     }
 }

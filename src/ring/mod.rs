@@ -14,7 +14,10 @@ use crate::error::{Error, Result};
 use crate::objects::ring::endpoint::{ConsumerCursor, ProducerCursor};
 use crate::objects::ring::{FLAVOR_TYPED, Geometry};
 use crate::segment::{Fingerprint, Options, SegmentInfo, SweepOutcome};
-pub use bytes::{ByteConsumer, ByteProducer, ByteReadSlot, ByteRing, ByteWriteSlot};
+pub use bytes::{
+    ByteConsumer, ByteProducer, ByteReadBatch, ByteReadSlot, ByteRing, ByteWriteBatch,
+    ByteWriteSlot,
+};
 pub use error::{RecvTimeoutError, ReserveError, SendTimeoutError, TryRecvError, TrySendError};
 use shared::{Role, Shared, Wait, deadline_after};
 

@@ -682,6 +682,12 @@ impl Segment {
                     name,
                     format!("segment state {st} under a public name"),
                 ));
+            } else if mapped.name_is_ours() {
+                // Destroyers mark and unlink under the admin lock we now hold: if the
+                // name is still this segment's, its destroyer died in between (or a
+                // forced `rm` is mid-way). The object is gone either way; `create`
+                // clears the debris.
+                return Err(Error::NotFound(name.to_owned()));
             }
             drop(admin);
             // The segment we found is dying; the name is gone or already replaced.

@@ -320,3 +320,16 @@ pub fn wait_termination_signal() -> i32 {
         sig
     }
 }
+
+/// CLOCK_MONOTONIC in nanoseconds: comparable between processes on one machine.
+pub fn monotonic_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Restores the default SIGPIPE action (Rust ignores it), so a command whose reader
+/// went away ends quietly instead of failing on every write.
+pub fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}

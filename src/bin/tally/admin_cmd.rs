@@ -228,8 +228,9 @@ pub fn hold(name: &str, create_bytes: Option<usize>, allow_foreign_owner: bool) 
         }
         let _ = tx2.send("end of stdin");
     });
-    println!("ready");
-    let _ = std::io::stdout().flush();
+    // A reader that went away must not make us panic: keep holding until told to stop.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "ready").and_then(|()| out.flush());
     let _why = rx.recv();
     drop(held);
     Ok(())

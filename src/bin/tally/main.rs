@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 failure, 2 usage error, 3 object not found.
 
 mod admin_cmd;
+mod bench;
 
 use std::process::ExitCode;
 
@@ -51,6 +52,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure latency and throughput against the floor, a pipe and a Unix socket.
+    Bench(bench::BenchArgs),
+    /// The other process of a benchmark (started by `tally bench`).
+    #[command(hide = true)]
+    BenchPeer(bench::PeerArgs),
     /// Hold an object open until SIGINT/SIGTERM or end of stdin; prints `ready` once attached.
     Hold {
         /// Object name.
@@ -66,7 +72,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `tally ls | head` should end quietly. `hold` keeps Rust's default (writes fail
+    // with EPIPE) so that it still detaches cleanly when its reader goes away.
+    if !matches!(cli.command, Command::Hold { .. }) {
+        tally::__private::default_sigpipe();
+    }
     let result = match cli.command {
+        Command::Bench(args) => return report(bench::run(args)),
+        Command::BenchPeer(args) => return report(bench::peer::run(args)),
         Command::Ls { json } => admin_cmd::ls(json),
         Command::Inspect { name, json } => admin_cmd::inspect(&name, json),
         Command::Sweep { name, json } => admin_cmd::sweep(name.as_deref(), json),
@@ -88,6 +101,16 @@ fn main() -> ExitCode {
                 }
                 _ => ExitCode::FAILURE,
             }
+        }
+    }
+}
+
+fn report(r: Result<(), bench::BenchError>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tally: error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

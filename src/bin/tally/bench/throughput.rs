@@ -1,0 +1,147 @@
+//! One-way streaming rate: zero-copy per message, zero-copy in batches, and the
+//! copying helpers (copy in, copy out) for comparison.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tally::{ByteRing, TryRecvError};
+
+use super::{BenchArgs, BenchError, Mode, Peer, bench_name, read_payload};
+
+/// Messages per batch for the batch API.
+const BATCH: usize = 256;
+/// Bytes of ring memory aimed for (slots × payload), bounded to 4..=4096 slots.
+const RING_BYTES: usize = 16 << 20;
+
+pub struct Run {
+    pub msgs: u64,
+    pub seconds: f64,
+    pub errors: u64,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.msgs as f64 / self.seconds.max(1e-9)
+    }
+}
+
+pub struct Report {
+    pub single: Run,
+    pub batch: Run,
+    pub copy: Run,
+}
+
+pub fn run(args: &BenchArgs, cpus: (usize, usize)) -> Result<Report, BenchError> {
+    tally::__private::pin_to_cpu(cpus.0)?;
+    Ok(Report {
+        single: stream(Mode::Stream, args, cpus)?,
+        batch: stream(Mode::StreamBatch, args, cpus)?,
+        copy: stream(Mode::StreamCopy, args, cpus)?,
+    })
+}
+
+fn capacity(payload: usize) -> usize {
+    (RING_BYTES / payload).clamp(4, 4096)
+}
+
+/// The consumer side: receives until the producer leaves, verifying every sequence
+/// number; the rate is counted from the first message to the last.
+fn stream(mode: Mode, args: &BenchArgs, cpus: (usize, usize)) -> Result<Run, BenchError> {
+    let name = bench_name("stream");
+    let ring = ByteRing::create(&name, capacity(args.payload), args.payload)?;
+    let mut rx = ring.consumer()?;
+    let peer = Peer::spawn(
+        mode,
+        &name,
+        args.payload,
+        cpus.1,
+        &[
+            ("seconds", args.seconds.to_string()),
+            ("batch", BATCH.to_string()),
+        ],
+    )?;
+    let mut expect = 0u64;
+    let mut errors = 0u64;
+    let mut first: Option<Instant> = None;
+    let mut check = |seq: u64, expect: &mut u64| {
+        if seq != *expect {
+            errors += 1;
+        }
+        *expect = seq + 1;
+    };
+    let mut buf = Vec::with_capacity(args.payload);
+    loop {
+        let got = match mode {
+            Mode::StreamBatch => rx.peek_many(BATCH).map(|batch| {
+                for i in 0..batch.len() {
+                    check(read_payload(batch.get(i)), &mut expect);
+                }
+                batch.release();
+            }),
+            Mode::StreamCopy => rx
+                .try_recv_into(&mut buf)
+                .map(|()| check(read_payload(&buf), &mut expect)),
+            _ => rx.peek().map(|msg| {
+                check(read_payload(&msg), &mut expect);
+                msg.release();
+            }),
+        };
+        match got {
+            Ok(()) => {
+                first.get_or_insert_with(Instant::now);
+            }
+            Err(TryRecvError::Empty) => std::hint::spin_loop(),
+            Err(TryRecvError::Disconnected) => break,
+        }
+    }
+    let seconds = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    peer.finish()?;
+    Ok(Run {
+        msgs: expect,
+        seconds,
+        errors,
+    })
+}
+
+pub fn to_json(r: &Report, args: &BenchArgs) -> Value {
+    let p = args.payload as f64;
+    json!({
+        "payload_bytes": args.payload,
+        "seconds": args.seconds,
+        "msgs_per_s": r.single.rate().round(),
+        "bytes_per_s": (r.single.rate() * p).round(),
+        "batch_msgs_per_s": r.batch.rate().round(),
+        "batch_bytes_per_s": (r.batch.rate() * p).round(),
+        "copy_msgs_per_s": r.copy.rate().round(),
+        "copy_bytes_per_s": (r.copy.rate() * p).round(),
+        "batch_size": BATCH,
+        "ring_slots": capacity(args.payload),
+        "errors": r.single.errors + r.batch.errors + r.copy.errors,
+    })
+}
+
+pub fn print(r: &Report, args: &BenchArgs, cpus: (usize, usize)) {
+    println!(
+        "throughput: {} B payload, {} s per run, {} slots, CPUs {},{}; the consumer verifies every sequence number",
+        args.payload,
+        args.seconds,
+        capacity(args.payload),
+        cpus.0,
+        cpus.1
+    );
+    println!("{:<34} {:>14} {:>10} {:>8}", "", "msgs/s", "GB/s", "errors");
+    for (name, run) in [
+        ("zero-copy reserve/commit", &r.single),
+        (&*format!("zero-copy batches of {BATCH}"), &r.batch),
+        ("copying try_send/try_recv_into", &r.copy),
+    ] {
+        println!(
+            "{:<34} {:>14.0} {:>10.2} {:>8}",
+            name,
+            run.rate(),
+            run.rate() * args.payload as f64 / 1e9,
+            run.errors
+        );
+    }
+    println!();
+}
