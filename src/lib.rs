@@ -7,23 +7,39 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+// Under `--cfg loom` only the lock-free core and the heap backend are built: the
+// model checker runs the ring protocol without shared files or system calls.
+#[cfg(not(loom))]
 pub mod admin;
+#[cfg(not(loom))]
 mod error;
 mod objects;
+#[cfg(not(loom))]
 mod ring;
+#[cfg(not(loom))]
 pub mod segment;
+#[cfg(loom)]
+mod segment {
+    pub(crate) mod heap;
+}
 pub(crate) mod sync;
+#[cfg(not(loom))]
 mod sys;
 
+#[cfg(not(loom))]
 pub use error::{Error, Result};
+#[cfg(not(loom))]
 pub use objects::region::Region;
+#[cfg(not(loom))]
 pub use ring::{
     ByteConsumer, ByteProducer, ByteReadBatch, ByteReadSlot, ByteRing, ByteWriteBatch,
     ByteWriteSlot, Consumer, Producer, ReadBatch, ReadSlot, RecvTimeoutError, ReserveError, Ring,
     SendTimeoutError, TryRecvError, TrySendError, WriteBatch, WriteSlot,
 };
+#[cfg(not(loom))]
 pub use segment::{HolderInfo, Kind, Options, SegmentInfo, SweepOutcome};
 
+#[cfg(not(loom))]
 #[doc(hidden)]
 pub mod __private {
     //! Hooks for tally's own tests. Not part of the API.

@@ -2,11 +2,14 @@
 //! recovery routines. Nothing here calls the OS; blocking goes through `sys` futexes
 //! via the handle layer.
 
+#[cfg(not(loom))]
 pub(crate) mod region;
 pub(crate) mod ring;
 
+#[cfg(not(loom))]
 use crate::segment::{Kind, ObjectMem};
 
+#[cfg(not(loom))]
 /// The sweep's recovery routine for every object kind: undo what the dead holder in
 /// `slot` left behind in the object area. Runs under the segment's admin lock.
 pub(crate) fn recover_any(kind: u32, mem: ObjectMem, slot: u32) {

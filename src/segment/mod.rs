@@ -20,6 +20,8 @@
 //! byte of the file through its own open file description; the kernel drops it when
 //! the holder's descriptor closes, which death does. Pids in the table are diagnostics.
 
+#[allow(dead_code)] // used by the loom models and the object tests
+pub(crate) mod heap;
 pub(crate) mod layout;
 
 use std::fmt;

@@ -126,6 +126,7 @@ impl ConsumerCursor {
     }
 }
 
+#[cfg_attr(loom, allow(dead_code))]
 /// Whether a role word says the role was held once and is vacant now.
 #[inline]
 pub(crate) fn role_vacated(role: &crate::sync::AtomicU32, gen_: &crate::sync::AtomicU32) -> bool {

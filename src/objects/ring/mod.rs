@@ -30,6 +30,8 @@
 //! Every index read from shared memory is masked before use (P6).
 
 pub(crate) mod endpoint;
+#[cfg(all(test, loom))]
+mod loom;
 
 use crossbeam_utils::CachePadded;
 
@@ -42,6 +44,7 @@ pub(crate) const MAX_CAPACITY: u64 = 1 << 30;
 /// Flavors of slot payload.
 pub(crate) const FLAVOR_TYPED: u32 = 1;
 /// Variable-length byte messages: payload = [len: u32][pad: u32][bytes].
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) const FLAVOR_BYTES: u32 = 2;
 
 /// Role words hold `holder slot + 1`; this is "nobody".
@@ -285,6 +288,7 @@ impl RingView {
         unsafe { &*(self.slot(pos) as *const AtomicU32) }
     }
 
+    #[cfg_attr(loom, allow(dead_code))]
     /// Pointer to the payload of position `pos`, valid for `geo.payload_size` bytes.
     #[inline]
     pub(crate) fn payload(&self, pos: u64) -> *mut u8 {
