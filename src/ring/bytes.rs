@@ -192,7 +192,7 @@ impl ByteProducer {
         Ok(ByteWriteBatch {
             producer: self,
             count: n as usize,
-            len,
+            msg_len: len,
         })
     }
 
@@ -284,7 +284,7 @@ impl std::ops::DerefMut for ByteWriteSlot<'_> {
 pub struct ByteWriteBatch<'a> {
     producer: &'a mut ByteProducer,
     count: usize,
-    len: usize,
+    msg_len: usize,
 }
 
 impl ByteWriteBatch<'_> {
@@ -310,13 +310,13 @@ impl ByteWriteBatch<'_> {
             .view
             .payload(self.producer.cursor.tail + i as u64);
         // SAFETY: reserved and exclusively ours until commit; len <= max fits the slot.
-        unsafe { std::slice::from_raw_parts_mut(p.add(LEN_PREFIX), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(p.add(LEN_PREFIX), self.msg_len) }
     }
 
     /// Publishes every message of the batch.
     #[inline]
     pub fn commit(self) {
-        let (count, len) = (self.count, self.len);
+        let (count, len) = (self.count, self.msg_len);
         let cursor = &mut self.producer.cursor;
         for i in 0..count as u64 {
             // SAFETY: reserved and ours; the 8-aligned length prefix is in the slot.

@@ -217,7 +217,7 @@ impl Shared {
         while !view.is_committed(cur.head) {
             std::hint::spin_loop();
             spins += 1;
-            if spins % 64 == 0 && Instant::now() >= spin_until {
+            if spins.is_multiple_of(64) && Instant::now() >= spin_until {
                 return self.sleep_data(cur, seq, deadline);
             }
         }
@@ -276,7 +276,7 @@ impl Shared {
         while cur.free(want) < want {
             std::hint::spin_loop();
             spins += 1;
-            if spins % 64 == 0 && Instant::now() >= spin_until {
+            if spins.is_multiple_of(64) && Instant::now() >= spin_until {
                 return self.sleep_space(cur, want, deadline);
             }
         }

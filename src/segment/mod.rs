@@ -676,7 +676,7 @@ impl Segment {
                         slot,
                         owner_pid: sys::getpid(),
                         timeout: opts.timeout,
-                        recover: recover,
+                        recover,
                     });
                 }
             } else if st != state::DESTROYING && st != state::REMOVED {
@@ -864,8 +864,8 @@ fn build_temp(
             reclaimed_total: Default::default(),
         });
     }
-    // SAFETY: as above: in bounds, aligned to 128, exclusively ours.
     let object = ObjectMem {
+        // SAFETY: as above: in bounds, aligned to 128, exclusively ours.
         ptr: unsafe { map.as_mut_ptr().add(layout.object_offset) },
         len: layout.object_len,
     };

@@ -33,7 +33,11 @@ fn model(capacity: usize) -> Arc<Model> {
     // SAFETY: initialised just above; `mem` lives in the same Model as the view.
     let view = unsafe { RingView::new(mem.ptr(), geo) };
     let cells = (0..geo.capacity).map(|_| UnsafeCell::new(0)).collect();
-    Arc::new(Model { _mem: mem, view, cells })
+    Arc::new(Model {
+        _mem: mem,
+        view,
+        cells,
+    })
 }
 
 fn cell(m: &Model, pos: u64) -> &UnsafeCell<u64> {
@@ -106,9 +110,15 @@ fn loom_recovery_finds_the_committed_frontier() {
         });
         producer.join().unwrap();
         recover(&m.view, 0);
-        assert_eq!(ctl.producer.load(crate::sync::Ordering::Relaxed), super::VACANT);
+        assert_eq!(
+            ctl.producer.load(crate::sync::Ordering::Relaxed),
+            super::VACANT
+        );
         let successor = ProducerCursor::resume(m.view);
-        assert_eq!(successor.tail, 2, "successor must continue after the last committed message");
+        assert_eq!(
+            successor.tail, 2,
+            "successor must continue after the last committed message"
+        );
         assert_eq!(consumer.join().unwrap(), (1, 2));
     });
 }

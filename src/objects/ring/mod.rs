@@ -226,7 +226,7 @@ pub(crate) unsafe fn read_geometry(base: *const u8, len: usize) -> Result<Geomet
             .payload_offset
             .checked_add(geo.payload_size)
             .is_none_or(|end| end > geo.stride)
-        || geo.stride % 4 != 0
+        || !geo.stride.is_multiple_of(4)
     {
         return Err(format!("slot geometry {geo:?} is inconsistent"));
     }
@@ -254,6 +254,9 @@ pub(crate) struct RingView {
 // that the single-producer / single-consumer discipline (enforced by role claims)
 // keeps race-free.
 unsafe impl Send for RingView {}
+// SAFETY: shared references only reach atomics (header words, seq words) or hand out
+// payload pointers whose use the role claims confine to one producer and one consumer.
+unsafe impl Sync for RingView {}
 
 impl RingView {
     /// # Safety

@@ -8,7 +8,7 @@ pub mod peer;
 mod plot;
 mod throughput;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use clap::{Args, Subcommand, ValueEnum};
