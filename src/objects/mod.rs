@@ -1,6 +1,6 @@
 //! The objects that live in segments: their in-segment layout, algorithms and
-//! recovery routines. Nothing here calls the OS; blocking goes through `sys` futexes
-//! via the handle layer.
+//! recovery routines. The one OS call made from here is the futex wake on the ring's
+//! cold path (a sleeper exists); sleeping and liveness probes live in the handle layer.
 
 #[cfg(not(loom))]
 pub(crate) mod region;

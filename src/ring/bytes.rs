@@ -308,7 +308,7 @@ impl ByteWriteBatch<'_> {
             .producer
             .cursor
             .view
-            .payload(self.producer.cursor.tail + i as u64);
+            .payload(self.producer.cursor.tail.wrapping_add(i as u64));
         // SAFETY: reserved and exclusively ours until commit; len <= max fits the slot.
         unsafe { std::slice::from_raw_parts_mut(p.add(LEN_PREFIX), self.msg_len) }
     }
@@ -320,7 +320,9 @@ impl ByteWriteBatch<'_> {
         let cursor = &mut self.producer.cursor;
         for i in 0..count as u64 {
             // SAFETY: reserved and ours; the 8-aligned length prefix is in the slot.
-            unsafe { (cursor.view.payload(cursor.tail + i) as *mut u32).write(len as u32) };
+            unsafe {
+                (cursor.view.payload(cursor.tail.wrapping_add(i)) as *mut u32).write(len as u32)
+            };
         }
         cursor.commit(count as u64);
     }
@@ -494,7 +496,7 @@ impl ByteReadBatch<'_> {
             self.count
         );
         let view = &self.consumer.cursor.view;
-        let p = view.payload(self.consumer.cursor.head + i as u64);
+        let p = view.payload(self.consumer.cursor.head.wrapping_add(i as u64));
         // SAFETY: committed (seen by `available`) and unreleased; the prefix precedes it.
         let len = unsafe { (p as *const u32).read() } as usize;
         let len = len.min(view.geo.payload_size - LEN_PREFIX);

@@ -337,7 +337,9 @@ impl<T: Pod> WriteBatch<'_, T> {
     #[inline]
     pub fn slot(&mut self, i: usize) -> &mut T {
         assert!(i < self.len, "slot {i} outside a batch of {}", self.len);
-        let ptr = self.producer.slot_ptr(self.producer.cursor.tail + i as u64);
+        let ptr = self
+            .producer
+            .slot_ptr(self.producer.cursor.tail.wrapping_add(i as u64));
         // SAFETY: reserved and exclusively ours until commit; T: Pod.
         unsafe { &mut *ptr }
     }
@@ -348,7 +350,11 @@ impl<T: Pod> WriteBatch<'_, T> {
         let tail = self.producer.cursor.tail;
         for i in 0..self.len {
             // SAFETY: reserved, exclusively ours, aligned, in bounds (masked).
-            unsafe { self.producer.slot_ptr(tail + i as u64).write(f(i)) };
+            unsafe {
+                self.producer
+                    .slot_ptr(tail.wrapping_add(i as u64))
+                    .write(f(i))
+            };
         }
     }
 
@@ -544,7 +550,9 @@ impl<T: Pod> ReadBatch<'_, T> {
     #[inline]
     pub fn get(&self, i: usize) -> &T {
         assert!(i < self.len, "message {i} outside a batch of {}", self.len);
-        let ptr = self.consumer.slot_ptr(self.consumer.cursor.head + i as u64);
+        let ptr = self
+            .consumer
+            .slot_ptr(self.consumer.cursor.head.wrapping_add(i as u64));
         // SAFETY: committed and unreleased.
         unsafe { &*ptr }
     }

@@ -904,10 +904,22 @@ fn clear_abandoned(name: &str, os_name: &str, opts: &Options, recover: Recover) 
     Ok(false)
 }
 
+/// A builder takes its temporary file's admin lock microseconds after creating it;
+/// a younger file of a live pid may be in that gap and is left alone.
+const INIT_GRACE_MS: u64 = 10_000;
+
 /// Removes temporary segments whose builder died (its admin lock is free).
 pub(crate) fn sweep_init_debris() -> u32 {
     let mut removed = 0;
     for temp in sys::list_names(INIT_PREFIX).unwrap_or_default() {
+        // `.tally-init.<pid>.<n>.<unix ms>`
+        let mut parts = temp[INIT_PREFIX.len()..].split('.');
+        let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
+        let born = parts.nth(1).and_then(|m| m.parse::<u64>().ok());
+        let young = born.is_some_and(|b| unix_ms().saturating_sub(b) < INIT_GRACE_MS);
+        if young && pid.is_some_and(sys::pid_exists) {
+            continue;
+        }
         let Ok(file) = sys::open_existing(&temp) else {
             continue;
         };

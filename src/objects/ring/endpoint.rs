@@ -19,9 +19,13 @@ impl ProducerCursor {
     pub(crate) fn resume(view: RingView) -> Self {
         let tail = view.header().tail.load(Ordering::Acquire);
         let head = view.load_head();
-        // A corrupt tail far from head would make us write over unread slots or wait
-        // forever: clamp it into [head, head + capacity].
-        let tail = tail.clamp(head, head + view.geo.capacity);
+        // Positions use wrapping arithmetic so that no value a corrupt peer writes can
+        // overflow. A tail more than a ring away from head is corrupt: start at head.
+        let tail = if tail.wrapping_sub(head) <= view.geo.capacity {
+            tail
+        } else {
+            head
+        };
         ProducerCursor {
             view,
             tail,
@@ -33,15 +37,15 @@ impl ProducerCursor {
     #[inline]
     pub(crate) fn free(&mut self, want: u64) -> u64 {
         let cap = self.view.geo.capacity;
-        let mut free = cap - (self.tail - self.cached_head).min(cap);
+        let mut free = cap - self.tail.wrapping_sub(self.cached_head).min(cap);
         if free < want {
             let head = self.view.load_head();
-            // A head that went backwards or past tail is corrupt; never trust it
-            // beyond what keeps our writes inside unread-free slots.
-            if head >= self.cached_head && head <= self.tail {
+            // A head that went backwards or past tail is corrupt: ignore it, so our
+            // writes never reach slots the consumer has not released.
+            if head.wrapping_sub(self.cached_head) <= self.tail.wrapping_sub(self.cached_head) {
                 self.cached_head = head;
             }
-            free = cap - (self.tail - self.cached_head).min(cap);
+            free = cap - self.tail.wrapping_sub(self.cached_head).min(cap);
         }
         free
     }
@@ -50,10 +54,10 @@ impl ProducerCursor {
     #[inline]
     pub(crate) fn commit(&mut self, n: u64) {
         let first = self.tail;
-        for pos in first..first + n {
-            self.view.publish(pos);
+        for i in 0..n {
+            self.view.publish(first.wrapping_add(i));
         }
-        self.tail = first + n;
+        self.tail = first.wrapping_add(n);
         self.view.store_tail(self.tail);
         if self
             .view
@@ -94,7 +98,7 @@ impl ConsumerCursor {
     #[inline]
     pub(crate) fn available(&self, max: u64) -> u64 {
         let mut n = 0;
-        while n < max && self.view.is_committed(self.head + n) {
+        while n < max && self.view.is_committed(self.head.wrapping_add(n)) {
             n += 1;
         }
         n
@@ -103,7 +107,7 @@ impl ConsumerCursor {
     /// Frees `n` positions from `head` for the producer.
     #[inline]
     pub(crate) fn release(&mut self, n: u64) {
-        self.head += n;
+        self.head = self.head.wrapping_add(n);
         self.view.store_head(self.head);
         if self
             .view

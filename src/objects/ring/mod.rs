@@ -347,8 +347,8 @@ impl RingView {
     pub(crate) fn committed_frontier(&self) -> u64 {
         let head = self.header().head.load(Ordering::Acquire);
         let mut pos = head;
-        while pos - head < self.geo.capacity && self.is_committed(pos) {
-            pos += 1;
+        while pos.wrapping_sub(head) < self.geo.capacity && self.is_committed(pos) {
+            pos = pos.wrapping_add(1);
         }
         pos
     }
