@@ -49,3 +49,8 @@ pub mod __private {
         pid_exists, pin_to_cpu, process_start_ticks, wait_termination_signal,
     };
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
