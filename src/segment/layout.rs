@@ -76,10 +76,11 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    /// The fingerprint of `T`.
+    /// The fingerprint of `T`: its size, alignment and type name without module
+    /// paths, so two programs that each define `struct Msg` with the same layout agree.
     pub fn of<T>() -> Self {
         Self::named(
-            std::any::type_name::<T>(),
+            &short_type_name(std::any::type_name::<T>()),
             std::mem::size_of::<T>(),
             std::mem::align_of::<T>(),
         )
@@ -111,6 +112,27 @@ impl Fingerprint {
             .unwrap_or(TYPE_NAME_LEN);
         String::from_utf8_lossy(&self.name[..end]).into_owned()
     }
+}
+
+/// `a::b::Msg<c::D>` → `Msg<D>`: drops every module path from a type name.
+fn short_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut ident_start = 0;
+    let mut chars = full.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            out.truncate(ident_start);
+            continue;
+        }
+        if !(c.is_alphanumeric() || c == '_') {
+            out.push(c);
+            ident_start = out.len();
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The segment header. `#[repr(C)]`, fixed size, and only plain data and atomics.
@@ -299,5 +321,21 @@ impl Layout {
             creator_pid: pid,
             created_unix_ms: ms,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_type_name;
+
+    #[test]
+    fn type_names_lose_their_module_paths() {
+        assert_eq!(short_type_name("a::b::Msg"), "Msg");
+        assert_eq!(
+            short_type_name("a::Wrap<b::c::D, [u64; 2]>"),
+            "Wrap<D, [u64; 2]>"
+        );
+        assert_eq!(short_type_name("u64"), "u64");
+        assert_eq!(short_type_name("(x::A, y::B)"), "(A, B)");
     }
 }
