@@ -25,7 +25,11 @@ pub enum SendTimeoutError<T> {
 pub enum TryRecvError {
     /// Nothing committed yet.
     Empty,
-    /// Nothing committed, and the producer has gone (dropped or died).
+    /// Nothing committed, and the producer role is vacant: dropped, or died and
+    /// reclaimed by a sweep. A non-blocking call makes no system call, so a producer
+    /// that died unnoticed reads as `Empty` until a sweep runs (a blocking receive,
+    /// [`Consumer::is_disconnected`](crate::Consumer::is_disconnected), an open, a claim
+    /// or `tally sweep`).
     Disconnected,
 }
 

@@ -154,7 +154,8 @@ impl Shared {
             // recovery), so we see the tail/head our predecessor left.
             match word.compare_exchange(VACANT, me, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => {
-                    gen_.fetch_add(1, Ordering::Relaxed);
+                    // SYNC POINT: Release pairs with the Acquire in `role_vacated`.
+                    gen_.fetch_add(1, Ordering::Release);
                     return Ok(());
                 }
                 Err(holder)

@@ -134,5 +134,9 @@ impl ConsumerCursor {
 /// Whether a role word says the role was held once and is vacant now.
 #[inline]
 pub(crate) fn role_vacated(role: &crate::sync::AtomicU32, gen_: &crate::sync::AtomicU32) -> bool {
-    role.load(Ordering::Acquire) == VACANT && gen_.load(Ordering::Relaxed) > 0
+    // The claim count first: a claimant bumps it (Release) after taking the role word,
+    // so a count seen > 0 means the role load below sees that claim or a later release.
+    // Loading the role first could pair "vacant, before the first claim" with "count 1".
+    // SYNC POINT: Acquire pairs with the Release increment in `Shared::claim`.
+    gen_.load(Ordering::Acquire) > 0 && role.load(Ordering::Acquire) == VACANT
 }
