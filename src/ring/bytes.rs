@@ -237,6 +237,7 @@ impl ByteProducer {
 
 impl Drop for ByteProducer {
     fn drop(&mut self) {
+        self.cursor.park();
         self.shared.release_role(Role::Producer);
         crate::sys::futex_wake(self.cursor.view.seq(self.cursor.tail), u32::MAX);
     }
@@ -353,10 +354,7 @@ impl ByteConsumer {
     #[inline]
     pub fn peek(&mut self) -> Result<ByteReadSlot<'_>, TryRecvError> {
         if !self.cursor.view.is_committed(self.cursor.head) {
-            let e = self.empty_error();
-            if e == TryRecvError::Empty || !self.cursor.view.is_committed(self.cursor.head) {
-                return Err(e);
-            }
+            return Err(self.empty_error());
         }
         let p = self.cursor.view.payload(self.cursor.head);
         // SAFETY: committed, so the prefix was written before the seq we acquired.

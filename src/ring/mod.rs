@@ -275,6 +275,7 @@ impl<T: Pod> Producer<T> {
 
 impl<T: Pod> Drop for Producer<T> {
     fn drop(&mut self) {
+        self.cursor.park();
         self.shared.release_role(Role::Producer);
         // A consumer asleep on the next slot must wake to see the role vacant.
         crate::sys::futex_wake(self.cursor.view.seq(self.cursor.tail), u32::MAX);
@@ -407,13 +408,7 @@ impl<T: Pod> Consumer<T> {
     #[inline]
     pub fn peek(&mut self) -> Result<ReadSlot<'_, T>, TryRecvError> {
         if !self.cursor.view.is_committed(self.cursor.head) {
-            return match self.empty_error() {
-                TryRecvError::Empty => Err(TryRecvError::Empty),
-                TryRecvError::Disconnected if self.cursor.view.is_committed(self.cursor.head) => {
-                    self.peek()
-                }
-                e => Err(e),
-            };
+            return Err(self.empty_error());
         }
         let ptr = self.slot_ptr(self.cursor.head);
         Ok(ReadSlot {
@@ -439,10 +434,7 @@ impl<T: Pod> Consumer<T> {
     #[inline]
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         if !self.cursor.view.is_committed(self.cursor.head) {
-            let e = self.empty_error();
-            if e == TryRecvError::Empty || !self.cursor.view.is_committed(self.cursor.head) {
-                return Err(e);
-            }
+            return Err(self.empty_error());
         }
         // SAFETY: committed (Acquire in is_committed), so the producer finished writing
         // it and won't touch it before we release; aligned, in bounds, T: Pod.

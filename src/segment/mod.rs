@@ -825,13 +825,19 @@ fn build_temp(
     let file = sys::create_exclusive(&temp, opts.mode).map_err(|e| Error::io("create", name, e))?;
     let cleanup = TempName(&temp);
     // Hold the admin lock of the temporary file while building it, so a concurrent
-    // debris sweep knows the builder is alive.
-    if !sys::try_lock_byte(&file, ADMIN_LOCK_BYTE).map_err(|e| Error::io("lock", name, e))? {
-        return Err(Error::Io {
-            op: "lock",
-            name: name.to_owned(),
-            source: std::io::Error::other("fresh temporary segment already locked"),
-        });
+    // debris sweep knows the builder is alive. A sweep that slipped in between the
+    // create and the lock has unlinked the name (or holds the lock to do so): start
+    // over under a fresh name.
+    let locked =
+        sys::try_lock_byte(&file, ADMIN_LOCK_BYTE).map_err(|e| Error::io("lock", name, e))?;
+    let still_ours = match (sys::fstat(&file), sys::stat_name(&temp)) {
+        (Ok(a), Ok(b)) => a.dev == b.dev && a.ino == b.ino,
+        _ => false,
+    };
+    if !locked || !still_ours {
+        drop(file);
+        std::mem::forget(cleanup); // the name is not ours to unlink any more
+        return build_temp(name, _os_name, layout, spec, opts);
     }
     create_step(1);
     if let Err(e) = sys::reserve(&file, layout.total_len as u64) {

@@ -58,7 +58,6 @@ impl ProducerCursor {
             self.view.publish(first.wrapping_add(i));
         }
         self.tail = first.wrapping_add(n);
-        self.view.store_tail(self.tail);
         if self
             .view
             .header()
@@ -69,6 +68,12 @@ impl ProducerCursor {
         {
             self.wake_consumer(first);
         }
+    }
+
+    /// Records where this producer stopped, for a successor. Called when the role is
+    /// released; after a crash the sweep recomputes it from the seq words instead.
+    pub(crate) fn park(&self) {
+        self.view.store_tail(self.tail);
     }
 
     #[cold]

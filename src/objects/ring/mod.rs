@@ -17,15 +17,15 @@
 //! *committed for `p`* when its `seq` equals `(p as u32).wrapping_add(1)`; any other value
 //! (a previous lap, zero, a hostile write) means "not yet". The consumer polls the seq
 //! word of the slot it wants, which sits in the same cache line as the payload: one
-//! cache-line transfer per message, the physical floor. The producer publishes `tail`
-//! only for a successor after a crash, and reads `head` only when its cached copy says
-//! the ring is full.
+//! cache-line transfer per message, the physical floor. The producer records `tail`
+//! only when it releases its role (the sweep recomputes it after a crash), and reads
+//! `head` only when its cached copy says the ring is full.
 //!
 //! | word  | writer   | reader                         | pairs with                       |
 //! |-------|----------|--------------------------------|----------------------------------|
 //! | seq   | producer | consumer (Acquire)             | producer's Release in `commit`   |
 //! | head  | consumer | producer when full (Acquire)   | consumer's Release in `release`  |
-//! | tail  | producer | successor producer, recovery   | under the admin lock             |
+//! | tail  | producer at role release, sweep | successor producer | role word Release/Acquire, admin lock |
 //!
 //! Every index read from shared memory is masked before use (P6).
 
@@ -334,9 +334,9 @@ impl RingView {
         self.header().head.store(head, Ordering::Release);
     }
 
-    /// Records the producer's frontier for a successor. No other process reads it on
-    /// the hot path; ordered with the role release/claim by the admin lock or the
-    /// role word's Release/Acquire.
+    /// Records the producer's frontier for a successor: on release of the role, or by
+    /// the sweep after a crash. Not on the hot path. Ordered before the successor's
+    /// read by the role word's Release/Acquire (or the admin lock).
     #[inline]
     pub(crate) fn store_tail(&self, tail: u64) {
         self.header().tail.store(tail, Ordering::Relaxed);

@@ -54,6 +54,7 @@ pub struct BenchArgs {
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Tally,
+    TallyU64,
     Floor,
     Pipe,
     Uds,

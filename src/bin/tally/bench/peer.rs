@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use tally::{ByteRing, Region, ReserveError};
+use tally::{ByteRing, Region, ReserveError, Ring};
 
 use super::{BenchError, Mode, fill_payload, new_histogram, read_payload, summary};
 
@@ -81,6 +81,32 @@ pub fn run(a: PeerArgs) -> Result<(), BenchError> {
                 };
                 // Reads the whole request and writes the whole reply, in place.
                 reply.copy_from_slice(&msg);
+                reply.commit();
+                msg.release();
+            }
+        }
+        Mode::TallyU64 => {
+            let ping = Ring::<u64>::open(&a.name)?;
+            let pong = Ring::<u64>::open(a.name2.as_deref().ok_or("--name2")?)?;
+            let mut rx = ping.consumer()?;
+            let mut tx = pong.producer()?;
+            ready()?;
+            loop {
+                let Ok(msg) = rx.peek() else {
+                    std::hint::spin_loop();
+                    continue;
+                };
+                let value = *msg;
+                if value == u64::MAX {
+                    break;
+                }
+                let mut reply = loop {
+                    match tx.reserve() {
+                        Ok(slot) => break slot,
+                        Err(_) => std::hint::spin_loop(),
+                    }
+                };
+                *reply = value;
                 reply.commit();
                 msg.release();
             }
