@@ -339,7 +339,7 @@ pub struct ByteConsumer {
 unsafe impl Send for ByteConsumer {}
 
 impl ByteConsumer {
-    #[cold]
+    #[inline]
     fn empty_error(&self) -> TryRecvError {
         if self.shared.role_vacated(Role::Producer)
             && !self.cursor.view.is_committed(self.cursor.head)

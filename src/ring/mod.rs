@@ -390,7 +390,7 @@ impl<T: Pod> Consumer<T> {
         self.cursor.view.payload(pos) as *const T
     }
 
-    #[cold]
+    #[inline]
     fn empty_error(&self) -> TryRecvError {
         // Checked after seeing empty; a commit racing with the producer's exit is
         // caught by re-checking the slot once the producer is known gone.
