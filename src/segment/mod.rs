@@ -314,7 +314,9 @@ impl Mapped {
                 format!("file is {} bytes, over the 1 TiB bound", id.len),
             ));
         }
-        let map = sys::map(&file, id.len as usize).map_err(|e| Error::io("map", name, e))?;
+        let populate = id.allocated >= id.len;
+        let map =
+            sys::map(&file, id.len as usize, populate).map_err(|e| Error::io("map", name, e))?;
         // SAFETY: the mapping is `id.len` bytes long and page-aligned.
         let layout = unsafe { Layout::read(map.as_ptr(), map.len()) }.map_err(|e| match e {
             LayoutError::Version(found) => Error::VersionMismatch {
@@ -850,7 +852,7 @@ fn build_temp(
             Error::io("reserve", name, e)
         });
     }
-    let map = sys::map(&file, layout.total_len).map_err(|e| Error::io("map", name, e))?;
+    let map = sys::map(&file, layout.total_len, true).map_err(|e| Error::io("map", name, e))?;
     create_step(2);
     let h = map.as_mut_ptr() as *mut Header;
     // SAFETY: the fresh mapping is total_len >= HEADER_LEN bytes, page-aligned, zeroed,

@@ -92,6 +92,8 @@ pub struct FileId {
     pub mode: u32,
     /// Length in bytes.
     pub len: u64,
+    /// Bytes actually allocated (`st_blocks` × 512): less than `len` for a sparse file.
+    pub allocated: u64,
 }
 
 fn file_id(st: &rustix::fs::Stat) -> FileId {
@@ -101,6 +103,7 @@ fn file_id(st: &rustix::fs::Stat) -> FileId {
         uid: st.st_uid,
         mode: st.st_mode & 0o7777,
         len: st.st_size as u64,
+        allocated: st.st_blocks as u64 * 512,
     }
 }
 
@@ -133,9 +136,17 @@ pub fn list_names(prefix: &str) -> io::Result<Vec<String>> {
     Ok(names)
 }
 
-/// Maps `len` bytes of `file` shared, readable and writable.
-pub fn map(file: &File, len: usize) -> io::Result<MmapRaw> {
-    MmapOptions::new().len(len).map_raw(file)
+/// Maps `len` bytes of `file` shared, readable and writable. With `populate`, the
+/// page tables are filled in now (`MAP_POPULATE`), so first touches on the hot path do
+/// not fault into the kernel; only ask for it when the file's pages are all allocated
+/// (populating a sparse file would allocate every hole).
+pub fn map(file: &File, len: usize, populate: bool) -> io::Result<MmapRaw> {
+    let mut opts = MmapOptions::new();
+    opts.len(len);
+    if populate {
+        opts.populate();
+    }
+    opts.map_raw(file)
 }
 
 fn ofd_lock(

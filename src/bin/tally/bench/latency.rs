@@ -105,8 +105,12 @@ fn tally_pingpong(args: &BenchArgs, cpus: (usize, usize)) -> Result<Histogram<u6
         return tally_pingpong_u64(args, cpus);
     }
     let (ping_name, pong_name) = (bench_name("ping"), bench_name("pong"));
-    let ping = ByteRing::create(&ping_name, 64, args.payload)?;
-    let pong = ByteRing::create(&pong_name, 64, args.payload)?;
+    // Ping-pong keeps one message in flight: a few slots suffice, and large payloads
+    // stay within a few MiB.
+    let slots = (4 << 20) / args.payload;
+    let slots = slots.clamp(2, 64);
+    let ping = ByteRing::create(&ping_name, slots, args.payload)?;
+    let pong = ByteRing::create(&pong_name, slots, args.payload)?;
     let mut tx = ping.producer()?;
     let mut rx = pong.consumer()?;
     let peer = Peer::spawn(
@@ -288,7 +292,10 @@ fn wake(mode: Mode, args: &BenchArgs, cpus: (usize, usize)) -> Result<Value, Ben
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
-    ((a as f64 / b.max(1) as f64) * 100.0).round() / 100.0
+    let r = a as f64 / b.max(1) as f64;
+    // Three significant digits, so 0.000125 does not print as 0.00.
+    let scale = 10f64.powi(2 - r.abs().max(1e-12).log10().floor() as i32);
+    (r * scale).round() / scale
 }
 
 pub fn to_json(r: &Report, args: &BenchArgs) -> Value {
@@ -343,7 +350,7 @@ pub fn print(r: &Report, args: &BenchArgs, cpus: (usize, usize)) {
         ("uds", &r.uds),
     ] {
         println!(
-            "{:<8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9.1}   {:.2}",
+            "{:<8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9.1}   {}",
             name,
             h.value_at_quantile(0.5),
             h.value_at_quantile(0.9),
