@@ -11,11 +11,10 @@
 //!   `peek`/`release`.
 //! - `ring_batch/*`: the same with 64 messages at a time through
 //!   `reserve_many`/`peek_many` (throughput is reported per message).
-//! - `ring_round_trip/cross_thread`: a message to a peer thread and its echo back over
-//!   two rings, i.e. two cross-core hand-offs. Criterion cannot easily re-execute its own
-//!   binary as a peer process, so the peer here is a thread; the memory traffic is the
-//!   same as between processes sharing the mapping. The cross-process figure (pinned
-//!   CPUs, against pipes, sockets and a bare atomic) comes from `tally bench latency`.
+//! - `ring_round_trip/cross_process`: a message to a peer process (this binary
+//!   re-executed) and its echo back over two rings, timed with `iter_custom`. The
+//!   pinned, side-by-side comparison against the floor, pipes and sockets is
+//!   `tally bench latency`.
 //!
 //! Ring names include the process id, and every ring is dropped before its benchmark
 //! function returns, so nothing is left in `/dev/shm`.
@@ -23,7 +22,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use criterion::{Criterion, Throughput, criterion_group};
 use tally::{Consumer, Producer, Ring, TryRecvError};
 
 const CAPACITY: usize = 1024;
@@ -111,20 +113,46 @@ fn echo(mut rx: Consumer<u64>, mut tx: Producer<u64>) {
     }
 }
 
+/// Environment variable that turns this bench binary into the echo peer process.
+const PEER_ENV: &str = "TALLY_BENCH_ECHO_PEER";
+
+/// The peer process: opens the two rings named in `PEER_ENV`, says `ready`, echoes.
+fn run_peer(names: &str) {
+    let (ping, pong) = names.split_once(',').expect("PEER_ENV holds 'ping,pong'");
+    let ping = Ring::<u64>::open(ping).expect("open ping");
+    let pong = Ring::<u64>::open(pong).expect("open pong");
+    let (rx, tx) = (
+        ping.consumer().expect("consumer"),
+        pong.producer().expect("producer"),
+    );
+    // Pinned like `tally bench`: the peer on CPU 1, the timing side on CPU 0.
+    let _ = tally::__private::pin_to_cpu(1);
+    println!("ready");
+    echo(rx, tx);
+}
+
 fn round_trip(c: &mut Criterion) {
-    let ping = Ring::<u64>::create(&unique("ping"), CAPACITY).expect("create ring");
-    let pong = Ring::<u64>::create(&unique("pong"), CAPACITY).expect("create ring");
+    let (ping_name, pong_name) = (unique("ping"), unique("pong"));
+    let ping = Ring::<u64>::create(&ping_name, CAPACITY).expect("create ring");
+    let pong = Ring::<u64>::create(&pong_name, CAPACITY).expect("create ring");
     let mut tx = ping.producer().expect("producer");
     let mut rx = pong.consumer().expect("consumer");
-    let peer = {
-        let peer_rx = ping.consumer().expect("consumer");
-        let peer_tx = pong.producer().expect("producer");
-        std::thread::spawn(move || echo(peer_rx, peer_tx))
-    };
+    // The peer is this bench binary re-executed, so the round trip crosses processes.
+    let mut peer = Command::new(std::env::current_exe().expect("own executable"))
+        .env(PEER_ENV, format!("{ping_name},{pong_name}"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn echo peer");
+    let mut line = String::new();
+    BufReader::new(peer.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("peer says ready");
+    assert_eq!(line.trim(), "ready", "echo peer failed to start");
+    let _ = tally::__private::pin_to_cpu(0);
 
     let mut g = c.benchmark_group("ring_round_trip");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("cross_thread", |b| {
+    g.bench_function("cross_process", |b| {
         let mut v = 0u64;
         b.iter_custom(|iters| {
             let start = Instant::now();
@@ -135,7 +163,7 @@ fn round_trip(c: &mut Criterion) {
                     match rx.try_recv() {
                         Ok(e) => break e,
                         Err(TryRecvError::Empty) => std::hint::spin_loop(),
-                        Err(TryRecvError::Disconnected) => panic!("echo thread went away"),
+                        Err(TryRecvError::Disconnected) => panic!("echo peer went away"),
                     }
                 };
                 debug_assert_eq!(echo, v);
@@ -146,9 +174,12 @@ fn round_trip(c: &mut Criterion) {
     });
     g.finish();
 
-    // Dropping our producer ends the echo thread; then every ring handle goes.
+    // Dropping our producer ends the echo peer; then every ring handle goes.
     drop(tx);
-    peer.join().expect("echo thread panicked");
+    assert!(
+        peer.wait().expect("wait for echo peer").success(),
+        "echo peer failed"
+    );
     drop(rx);
 }
 
@@ -164,4 +195,12 @@ criterion_group! {
     config = config();
     targets = single_thread, batch, round_trip
 }
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(names) = std::env::var(PEER_ENV) {
+        run_peer(&names);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
