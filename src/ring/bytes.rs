@@ -155,11 +155,7 @@ impl ByteProducer {
             });
         }
         if self.cursor.free(1) == 0 {
-            return Err(if self.shared.role_vacated(Role::Consumer) {
-                ReserveError::Disconnected
-            } else {
-                ReserveError::Full
-            });
+            return Err(self.shared.full_error());
         }
         Ok(ByteWriteSlot {
             producer: self,
@@ -183,11 +179,7 @@ impl ByteProducer {
         }
         let n = self.cursor.free(max as u64).min(max as u64);
         if n == 0 {
-            return Err(if self.shared.role_vacated(Role::Consumer) {
-                ReserveError::Disconnected
-            } else {
-                ReserveError::Full
-            });
+            return Err(self.shared.full_error());
         }
         Ok(ByteWriteBatch {
             producer: self,
@@ -237,9 +229,7 @@ impl ByteProducer {
 
 impl Drop for ByteProducer {
     fn drop(&mut self) {
-        self.cursor.park();
-        self.shared.release_role(Role::Producer);
-        crate::sys::futex_wake(self.cursor.view.seq(self.cursor.tail), u32::MAX);
+        self.shared.leave_producer(&self.cursor);
     }
 }
 
@@ -339,22 +329,11 @@ pub struct ByteConsumer {
 unsafe impl Send for ByteConsumer {}
 
 impl ByteConsumer {
-    #[inline]
-    fn empty_error(&self) -> TryRecvError {
-        if self.shared.role_vacated(Role::Producer)
-            && !self.cursor.view.is_committed(self.cursor.head)
-        {
-            TryRecvError::Disconnected
-        } else {
-            TryRecvError::Empty
-        }
-    }
-
     /// Hands out the next committed message in place, until [`ByteReadSlot::release`].
     #[inline]
     pub fn peek(&mut self) -> Result<ByteReadSlot<'_>, TryRecvError> {
         if !self.cursor.view.is_committed(self.cursor.head) {
-            return Err(self.empty_error());
+            return Err(self.shared.empty_error(&self.cursor));
         }
         let p = self.cursor.view.payload(self.cursor.head);
         // SAFETY: committed, so the prefix was written before the seq we acquired.
@@ -372,7 +351,7 @@ impl ByteConsumer {
     pub fn peek_many(&mut self, max: usize) -> Result<ByteReadBatch<'_>, TryRecvError> {
         let n = self.cursor.available(max as u64);
         if n == 0 {
-            return Err(self.empty_error());
+            return Err(self.shared.empty_error(&self.cursor));
         }
         Ok(ByteReadBatch {
             consumer: self,
@@ -435,10 +414,7 @@ impl ByteConsumer {
 
 impl Drop for ByteConsumer {
     fn drop(&mut self) {
-        self.shared.release_role(Role::Consumer);
-        let space = &self.cursor.view.header().wait.space;
-        space.fetch_add(1, std::sync::atomic::Ordering::Release);
-        crate::sys::futex_wake(space, u32::MAX);
+        self.shared.leave_consumer();
     }
 }
 

@@ -172,21 +172,12 @@ impl<T: Pod> Producer<T> {
         self.cursor.view.payload(pos) as *mut T
     }
 
-    #[cold]
-    fn full_error(&self) -> ReserveError {
-        if self.shared.role_vacated(Role::Consumer) {
-            ReserveError::Disconnected
-        } else {
-            ReserveError::Full
-        }
-    }
-
     /// Reserves the next slot for writing in place. Nothing is visible to the
     /// consumer until [`WriteSlot::commit`]; dropping the slot un-reserves it.
     #[inline]
     pub fn reserve(&mut self) -> Result<WriteSlot<'_, T>, ReserveError> {
         if self.cursor.free(1) == 0 {
-            return Err(self.full_error());
+            return Err(self.shared.full_error());
         }
         let ptr = self.slot_ptr(self.cursor.tail);
         Ok(WriteSlot {
@@ -200,7 +191,7 @@ impl<T: Pod> Producer<T> {
     pub fn reserve_many(&mut self, max: usize) -> Result<WriteBatch<'_, T>, ReserveError> {
         let n = self.cursor.free(max as u64).min(max as u64);
         if n == 0 {
-            return Err(self.full_error());
+            return Err(self.shared.full_error());
         }
         Ok(WriteBatch {
             producer: self,
@@ -213,7 +204,7 @@ impl<T: Pod> Producer<T> {
     #[inline]
     pub fn try_send(&mut self, value: T) -> Result<(), TrySendError<T>> {
         if self.cursor.free(1) == 0 {
-            return Err(match self.full_error() {
+            return Err(match self.shared.full_error() {
                 ReserveError::Disconnected => TrySendError::Disconnected(value),
                 _ => TrySendError::Full(value),
             });
@@ -275,10 +266,7 @@ impl<T: Pod> Producer<T> {
 
 impl<T: Pod> Drop for Producer<T> {
     fn drop(&mut self) {
-        self.cursor.park();
-        self.shared.release_role(Role::Producer);
-        // A consumer asleep on the next slot must wake to see the role vacant.
-        crate::sys::futex_wake(self.cursor.view.seq(self.cursor.tail), u32::MAX);
+        self.shared.leave_producer(&self.cursor);
     }
 }
 
@@ -390,25 +378,12 @@ impl<T: Pod> Consumer<T> {
         self.cursor.view.payload(pos) as *const T
     }
 
-    #[inline]
-    fn empty_error(&self) -> TryRecvError {
-        // Checked after seeing empty; a commit racing with the producer's exit is
-        // caught by re-checking the slot once the producer is known gone.
-        if self.shared.role_vacated(Role::Producer)
-            && !self.cursor.view.is_committed(self.cursor.head)
-        {
-            TryRecvError::Disconnected
-        } else {
-            TryRecvError::Empty
-        }
-    }
-
     /// Hands out the next committed message in place. It stays in the ring until
     /// [`ReadSlot::release`]; dropping the slot without releasing leaves it there.
     #[inline]
     pub fn peek(&mut self) -> Result<ReadSlot<'_, T>, TryRecvError> {
         if !self.cursor.view.is_committed(self.cursor.head) {
-            return Err(self.empty_error());
+            return Err(self.shared.empty_error(&self.cursor));
         }
         let ptr = self.slot_ptr(self.cursor.head);
         Ok(ReadSlot {
@@ -422,7 +397,7 @@ impl<T: Pod> Consumer<T> {
     pub fn peek_many(&mut self, max: usize) -> Result<ReadBatch<'_, T>, TryRecvError> {
         let n = self.cursor.available(max as u64);
         if n == 0 {
-            return Err(self.empty_error());
+            return Err(self.shared.empty_error(&self.cursor));
         }
         Ok(ReadBatch {
             consumer: self,
@@ -434,7 +409,7 @@ impl<T: Pod> Consumer<T> {
     #[inline]
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         if !self.cursor.view.is_committed(self.cursor.head) {
-            return Err(self.empty_error());
+            return Err(self.shared.empty_error(&self.cursor));
         }
         // SAFETY: committed (Acquire in is_committed), so the producer finished writing
         // it and won't touch it before we release; aligned, in bounds, T: Pod.
@@ -489,10 +464,7 @@ impl<T: Pod> Consumer<T> {
 
 impl<T: Pod> Drop for Consumer<T> {
     fn drop(&mut self) {
-        self.shared.release_role(Role::Consumer);
-        let space = &self.cursor.view.header().wait.space;
-        space.fetch_add(1, std::sync::atomic::Ordering::Release);
-        crate::sys::futex_wake(space, u32::MAX);
+        self.shared.leave_consumer();
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
 
+use super::error::{ReserveError, TryRecvError};
 use crate::error::{Error, Result};
 use crate::objects::ring::endpoint::{ConsumerCursor, ProducerCursor, role_vacated};
 use crate::objects::ring::{Geometry, RingView, VACANT, read_geometry};
@@ -191,6 +192,44 @@ impl Shared {
     pub(crate) fn role_vacated(&self, role: Role) -> bool {
         let (word, gen_) = self.role_words(role);
         role_vacated(word, gen_)
+    }
+
+    /// What an empty poll reports: `Disconnected` once the producer role is vacant and
+    /// nothing is left at `cur.head`, else `Empty`. No system call.
+    #[inline]
+    pub(crate) fn empty_error(&self, cur: &ConsumerCursor) -> TryRecvError {
+        if self.role_vacated(Role::Producer) && !self.view.is_committed(cur.head) {
+            TryRecvError::Disconnected
+        } else {
+            TryRecvError::Empty
+        }
+    }
+
+    /// What a failed reservation reports: `Disconnected` once the consumer role is
+    /// vacant, else `Full`. No system call.
+    #[cold]
+    pub(crate) fn full_error(&self) -> ReserveError {
+        if self.role_vacated(Role::Consumer) {
+            ReserveError::Disconnected
+        } else {
+            ReserveError::Full
+        }
+    }
+
+    /// A producer handle leaves: record where it stopped, release the role, and wake a
+    /// consumer asleep on the next slot so it sees the role vacant.
+    pub(crate) fn leave_producer(&self, cur: &ProducerCursor) {
+        cur.park();
+        self.release_role(Role::Producer);
+        sys::futex_wake(self.view.seq(cur.tail), u32::MAX);
+    }
+
+    /// A consumer handle leaves: release the role and wake a producer asleep on space.
+    pub(crate) fn leave_consumer(&self) {
+        self.release_role(Role::Consumer);
+        let space = &self.view.header().wait.space;
+        space.fetch_add(1, Ordering::Release);
+        sys::futex_wake(space, u32::MAX);
     }
 
     /// Whether the holder of `role` has gone: vacated, or dead (then a sweep reclaims
