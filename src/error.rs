@@ -100,6 +100,17 @@ pub enum Error {
         /// The role.
         role: &'static str,
     },
+    /// The handle was inherited through `fork`: it belongs to the parent. Open the
+    /// object again in this process to use it here.
+    #[error(
+        "{name:?}: this handle belongs to pid {owner}, not this process (inherited through fork); open the object again here"
+    )]
+    Inherited {
+        /// The object.
+        name: String,
+        /// The pid that opened the handle.
+        owner: u32,
+    },
     /// A bounded wait ran out.
     #[error("{name:?}: timed out after {waited:?} waiting for {what}")]
     Timeout {

@@ -1,5 +1,7 @@
 //! A raw byte region: the equivalent of a named file mapping.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use crate::error::{Error, Result};
 use crate::segment::{
     Fingerprint, Kind, ObjectMem, ObjectSpec, Options, Segment, SegmentInfo, SweepOutcome,
@@ -27,8 +29,8 @@ pub struct Region {
     mem: ObjectMem,
 }
 
-// SAFETY: the region hands out bytes only through copies or `unsafe` accessors whose
-// contract puts synchronisation on the caller; the segment handle is Send + Sync.
+// SAFETY: the region hands out bytes only through atomic byte copies or a raw pointer
+// whose use is the caller's responsibility; the segment handle is Send + Sync.
 unsafe impl Send for Region {}
 // SAFETY: as above.
 unsafe impl Sync for Region {}
@@ -111,25 +113,34 @@ impl Region {
         }
     }
 
-    /// Copies `buf.len()` bytes at `offset` out of the region.
+    /// The byte at `offset` as an atomic, so that copies racing with other threads or
+    /// processes are defined behaviour (they may interleave, never tear a byte).
+    fn byte(&self, offset: usize) -> &AtomicU8 {
+        debug_assert!(offset < self.mem.len);
+        // SAFETY: callers bounds-check `offset` against the mapped object length; a
+        // byte of shared memory is always a valid, aligned AtomicU8.
+        unsafe { &*(self.mem.ptr.add(offset) as *const AtomicU8) }
+    }
+
+    /// Copies `buf.len()` bytes at `offset` out of the region. Each byte is read with a
+    /// relaxed atomic load: a concurrent writer can interleave with the copy, so
+    /// synchronise (a ring, a semaphore) to read a consistent whole. For bulk speed
+    /// under your own synchronisation, use [`as_ptr`](Region::as_ptr).
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check(offset, buf.len())?;
-        // SAFETY: bounds checked above; `buf` is private memory that cannot overlap the
-        // mapping. Bytes written concurrently by another process may be torn, which the
-        // type documents; u8 has no invalid values.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.mem.ptr.add(offset), buf.as_mut_ptr(), buf.len())
-        };
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = self.byte(offset + i).load(Ordering::Relaxed);
+        }
         Ok(())
     }
 
-    /// Copies `data` into the region at `offset`.
+    /// Copies `data` into the region at `offset`, byte by byte with relaxed atomic
+    /// stores (see [`read`](Region::read)).
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check(offset, data.len())?;
-        // SAFETY: bounds checked above; `data` cannot overlap the mapping.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.mem.ptr.add(offset), data.len())
-        };
+        for (i, &b) in data.iter().enumerate() {
+            self.byte(offset + i).store(b, Ordering::Relaxed);
+        }
         Ok(())
     }
 

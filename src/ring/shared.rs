@@ -148,6 +148,7 @@ impl Shared {
 
     /// Claims `role` for this handle's holder slot.
     pub(crate) fn claim(&self, role: Role) -> Result<()> {
+        self.seg.check_owner()?;
         let (word, gen_) = self.role_words(role);
         let me = self.seg.slot() + 1;
         for attempt in 0..2 {
@@ -218,14 +219,22 @@ impl Shared {
 
     /// A producer handle leaves: record where it stopped, release the role, and wake a
     /// consumer asleep on the next slot so it sees the role vacant.
+    /// In a forked child this does nothing: the role is the parent's.
     pub(crate) fn leave_producer(&self, cur: &ProducerCursor) {
+        if self.seg.check_owner().is_err() {
+            return;
+        }
         cur.park();
         self.release_role(Role::Producer);
         sys::futex_wake(self.view.seq(cur.tail), u32::MAX);
     }
 
     /// A consumer handle leaves: release the role and wake a producer asleep on space.
+    /// In a forked child this does nothing: the role is the parent's.
     pub(crate) fn leave_consumer(&self) {
+        if self.seg.check_owner().is_err() {
+            return;
+        }
         self.release_role(Role::Consumer);
         let space = &self.view.header().wait.space;
         space.fetch_add(1, Ordering::Release);

@@ -195,6 +195,9 @@ pub(crate) struct Mapped {
     file: File,
     map: MmapRaw,
     layout: Layout,
+    /// OFD locks belong to the open file description, so threads sharing this handle
+    /// would all "hold" the admin lock at once; this mutex makes them take turns.
+    local_admin: std::sync::Mutex<()>,
 }
 
 /// Outcome of a sweep.
@@ -269,24 +272,13 @@ fn state_name(s: u32) -> &'static str {
 }
 
 impl Mapped {
-    /// Opens and validates `name`. `expect` of `None` accepts any kind and fingerprint.
-    fn open(
-        name: &str,
-        os_name: &str,
-        expect: Option<(Kind, &Fingerprint)>,
-        opts: &Options,
-    ) -> Result<Self> {
+    /// Opens and validates `name` as a tally segment of any kind.
+    fn open(name: &str, os_name: &str, opts: &Options) -> Result<Self> {
         let file = sys::open_existing(os_name).map_err(|e| Error::io("open", name, e))?;
-        Self::from_file(name, os_name, file, expect, opts)
+        Self::from_file(name, os_name, file, opts)
     }
 
-    fn from_file(
-        name: &str,
-        os_name: &str,
-        file: File,
-        expect: Option<(Kind, &Fingerprint)>,
-        opts: &Options,
-    ) -> Result<Self> {
+    fn from_file(name: &str, os_name: &str, file: File, opts: &Options) -> Result<Self> {
         let id = sys::fstat(&file).map_err(|e| Error::io("stat", name, e))?;
         if id.uid != sys::geteuid() && !opts.allow_foreign_owner {
             return Err(Error::PermissionDenied {
@@ -326,23 +318,35 @@ impl Mapped {
             },
             LayoutError::Corrupt(detail) => Error::corrupted(name, detail),
         })?;
+        Ok(Mapped {
+            name: name.to_owned(),
+            os_name: os_name.to_owned(),
+            file,
+            map,
+            layout,
+            local_admin: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// Whether the segment holds the expected kind and payload (`None`: any).
+    fn check_expect(&self, expect: Option<(Kind, &Fingerprint)>) -> Result<()> {
         if let Some((kind, fp)) = expect {
-            let found = Kind::from_tag(layout.kind);
+            let found = Kind::from_tag(self.layout.kind);
             if found != kind {
                 return Err(Error::KindMismatch {
-                    name: name.to_owned(),
+                    name: self.name.clone(),
                     expected: kind,
                     found,
                 });
             }
-            if layout.fingerprint != *fp {
+            if self.layout.fingerprint != *fp {
                 return Err(Error::LayoutMismatch {
-                    name: name.to_owned(),
+                    name: self.name.clone(),
                     detail: format!(
                         "payload is {} ({} bytes, align {}), asked for {} ({} bytes, align {})",
-                        layout.fingerprint.type_name(),
-                        layout.fingerprint.size,
-                        layout.fingerprint.align,
+                        self.layout.fingerprint.type_name(),
+                        self.layout.fingerprint.size,
+                        self.layout.fingerprint.align,
                         fp.type_name(),
                         fp.size,
                         fp.align
@@ -350,13 +354,7 @@ impl Mapped {
                 });
             }
         }
-        Ok(Mapped {
-            name: name.to_owned(),
-            os_name: os_name.to_owned(),
-            file,
-            map,
-            layout,
-        })
+        Ok(())
     }
 
     fn header(&self) -> &Header {
@@ -386,14 +384,25 @@ impl Mapped {
         let start = Instant::now();
         let mut backoff = Duration::from_micros(20);
         loop {
-            if sys::try_lock_byte(&self.file, ADMIN_LOCK_BYTE)
-                .map_err(|e| Error::io("lock", &self.name, e))?
+            let local = match self.local_admin.try_lock() {
+                Ok(g) => Some(g),
+                // A thread panicked inside an admin section; the shared state it left is
+                // repaired below through `admin_dirty`, like a dead process's.
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(local) = local
+                && sys::try_lock_byte(&self.file, ADMIN_LOCK_BYTE)
+                    .map_err(|e| Error::io("lock", &self.name, e))?
             {
                 let h = self.header();
                 // SYNC POINT: the lock itself orders us after the previous holder (the
                 // kernel's lock handoff is a full barrier); Relaxed is enough here.
                 let repair = h.admin_dirty.swap(1, Ordering::Relaxed) != 0;
-                let guard = AdminGuard { seg: self };
+                let guard = AdminGuard {
+                    seg: self,
+                    _local: local,
+                };
                 if repair {
                     // The previous admin-lock holder died mid-update: the sweep below
                     // (which every caller runs) recomputes the refcount from the table.
@@ -466,6 +475,8 @@ impl Mapped {
 /// Proof that this process holds a segment's admin lock; released on drop.
 struct AdminGuard<'a> {
     seg: &'a Mapped,
+    /// Released after `Drop::drop` has released the OFD lock.
+    _local: std::sync::MutexGuard<'a, ()>,
 }
 
 impl AdminGuard<'_> {
@@ -582,6 +593,9 @@ unsafe impl Sync for Segment {}
 
 static TEMP_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Least time a detach waits for the admin lock before leaving its slot to the sweep.
+const DETACH_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Segment {
     /// Creates a new object under `name`; fails with `AlreadyExists` if a live one is
     /// there. Debris of dead holders under the name is swept away first.
@@ -662,7 +676,9 @@ impl Segment {
         let os_name = os_name(name)?;
         let start = Instant::now();
         loop {
-            let mapped = Mapped::open(name, &os_name, expect, opts)?;
+            // Kind and payload are checked only once the segment is known to be live:
+            // crash debris of another kind under the name is swept, not an error.
+            let mapped = Mapped::open(name, &os_name, opts)?;
             let admin = mapped.lock_admin(opts.timeout)?;
             let st = mapped.header().state.load(Ordering::Acquire);
             if st == state::READY {
@@ -671,6 +687,7 @@ impl Segment {
                     // Every holder died: the object is gone (P2); do not revive it.
                     admin.destroy();
                 } else {
+                    mapped.check_expect(expect)?;
                     let slot = admin.register()?;
                     drop(admin);
                     return Ok(Segment {
@@ -756,8 +773,22 @@ impl Segment {
         slot == self.slot || self.mapped.slot_alive(slot)
     }
 
+    /// Fails with [`Error::Inherited`] in a process other than the one that opened the
+    /// handle (a forked child), where its slot and locks are the parent's.
+    pub(crate) fn check_owner(&self) -> Result<()> {
+        if sys::getpid() == self.owner_pid {
+            Ok(())
+        } else {
+            Err(Error::Inherited {
+                name: self.name().to_owned(),
+                owner: self.owner_pid,
+            })
+        }
+    }
+
     /// Runs the sweep now: reclaims dead holders' slots and their object state.
     pub(crate) fn sweep(&self) -> Result<SweepOutcome> {
+        self.check_owner()?;
         let admin = self.mapped.lock_admin(self.timeout)?;
         Ok(admin.sweep(Some(self.slot), self.recover))
     }
@@ -776,7 +807,8 @@ impl Segment {
 
     fn detach(&mut self) {
         let m = &self.mapped;
-        let Ok(admin) = m.lock_admin(self.timeout) else {
+        // A short user timeout must not make a normal last close skip the unlink.
+        let Ok(admin) = m.lock_admin(self.timeout.max(DETACH_TIMEOUT)) else {
             // Could not get the admin lock (a stopped peer holds it). Dropping our
             // liveness lock below makes us a dead holder that the next sweep reclaims.
             return;
@@ -888,15 +920,15 @@ fn build_temp(
     // The admin lock stays held: `create` takes it again through the same open file
     // description, which the kernel grants at once (a description never conflicts with
     // itself), and keeps it until the segment is published.
-    std::mem::forget(cleanup);
-    let mapped = Mapped::from_file(name, &temp, file, None, opts)?;
+    let mapped = Mapped::from_file(name, &temp, file, opts)?;
+    std::mem::forget(cleanup); // `create` owns the temporary name from here
     Ok((temp, mapped))
 }
 
 /// Under `os_name` sits a segment that blocked our `link`. Sweeps it; if it has no live
 /// holder, destroys it and returns `true` (the caller retries). `false`: it is alive.
 fn clear_abandoned(name: &str, os_name: &str, opts: &Options, recover: Recover) -> Result<bool> {
-    let mapped = match Mapped::open(name, os_name, None, opts) {
+    let mapped = match Mapped::open(name, os_name, opts) {
         Ok(m) => m,
         Err(Error::NotFound(_)) => return Ok(true),
         Err(e) => return Err(e),
@@ -962,13 +994,13 @@ pub(crate) mod admin {
     /// Describes `name`.
     pub(crate) fn inspect(name: &str, opts: &Options) -> Result<SegmentInfo> {
         let os = os_name(name)?;
-        Ok(Mapped::open(name, &os, None, opts)?.info())
+        Ok(Mapped::open(name, &os, opts)?.info())
     }
 
     /// Sweeps `name`: reclaims dead holders, unlinks it if none is left alive.
     pub(crate) fn sweep(name: &str, opts: &Options, recover: Recover) -> Result<SweepOutcome> {
         let os = os_name(name)?;
-        let mapped = Mapped::open(name, &os, None, opts)?;
+        let mapped = Mapped::open(name, &os, opts)?;
         let admin = mapped.lock_admin(opts.timeout)?;
         let st = mapped.header().state.load(Ordering::Acquire);
         if st != state::READY {
@@ -990,15 +1022,27 @@ pub(crate) mod admin {
     /// not unlink a new object created under the same name.
     pub(crate) fn remove(name: &str, opts: &Options) -> Result<()> {
         let os = os_name(name)?;
-        // Mark it REMOVED when it is a readable tally segment we can lock; remove the
-        // name whatever it holds (that is what force means).
-        if let Ok(mapped) = Mapped::open(name, &os, None, opts)
-            && let Ok(_admin) = mapped.lock_admin(Duration::from_millis(200))
-        {
-            mapped
-                .header()
-                .state
-                .store(state::REMOVED, Ordering::Release);
+        for _ in 0..3 {
+            // A readable tally segment we can lock: mark it REMOVED and unlink the name
+            // under the lock, and only if the name is still this segment's (a create
+            // may have replaced it; then remove what is there now).
+            let mapped = match Mapped::open(name, &os, opts) {
+                Ok(m) => m,
+                Err(Error::NotFound(n)) => return Err(Error::NotFound(n)),
+                // Not a tally segment, or foreign: remove the name whatever it holds
+                // (that is what force means).
+                Err(_) => break,
+            };
+            let Ok(_admin) = mapped.lock_admin(Duration::from_millis(200)) else {
+                break; // a stopped process holds the lock: force
+            };
+            if mapped.name_is_ours() {
+                mapped
+                    .header()
+                    .state
+                    .store(state::REMOVED, Ordering::Release);
+                return sys::unlink(&os).map_err(|e| Error::io("unlink", name, e));
+            }
         }
         sys::unlink(&os).map_err(|e| Error::io("unlink", name, e))
     }

@@ -42,7 +42,10 @@ pub fn create_exclusive(name: &str, mode: u32) -> io::Result<File> {
         Mode::from_raw_mode(mode),
     )?;
     // The umask may have cleared bits the caller asked for; set exactly what was asked.
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    if let Err(e) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)) {
+        let _ = unlink(name);
+        return Err(e.into());
+    }
     Ok(File::from(fd))
 }
 

@@ -358,17 +358,27 @@ impl RingView {
 /// producer's uncommitted reservation was never published; a consumer's peeked but
 /// unreleased message stays for the next consumer (at-least-once for that message).
 pub(crate) fn recover(view: &RingView, holder_slot: u32) {
-    let ctl = &view.header().ctl;
+    let hdr = view.header();
     let me = holder_slot + 1;
-    if ctl.producer.load(Ordering::Acquire) == me {
-        // It may have published seq but died before storing tail: recompute it.
+    if hdr.ctl.producer.load(Ordering::Acquire) == me {
+        // It never stored tail (that happens on a clean release): recompute it.
         let frontier = view.committed_frontier();
         view.store_tail(frontier);
+        // A sleeper flag it left set would make every release wake nobody.
+        hdr.wait.producer_waiting.store(0, Ordering::Relaxed);
         // SYNC POINT: Release pairs with the Acquire of the next producer's claim CAS.
-        ctl.producer.store(VACANT, Ordering::Release);
+        // A CAS, not a store: only ever vacate the role from the dead holder.
+        let _ = hdr
+            .ctl
+            .producer
+            .compare_exchange(me, VACANT, Ordering::Release, Ordering::Relaxed);
     }
-    if ctl.consumer.load(Ordering::Acquire) == me {
+    if hdr.ctl.consumer.load(Ordering::Acquire) == me {
+        hdr.wait.consumer_waiting.store(0, Ordering::Relaxed);
         // SYNC POINT: Release pairs with the Acquire of the next consumer's claim CAS.
-        ctl.consumer.store(VACANT, Ordering::Release);
+        let _ = hdr
+            .ctl
+            .consumer
+            .compare_exchange(me, VACANT, Ordering::Release, Ordering::Relaxed);
     }
 }
