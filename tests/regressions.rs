@@ -1,0 +1,610 @@
+//! Regression tests for three bugs of a correctness review, each with real processes:
+//!
+//! 1. Threads sharing one handle share its open file description, and an OFD lock does
+//!    not exclude them: two sweeps through one `Region` both reclaimed the same dead
+//!    holders (the admin section now also takes a per-handle mutex).
+//! 2. A forked child dropping an inherited `Producer` released the parent's role
+//!    (leaving is now a no-op outside the opening process; claims there fail with
+//!    `Error::Inherited`).
+//! 3. Crash debris of another kind under a name blocked `open_or_create` with
+//!    `KindMismatch` (kind and payload are now checked only once the segment is known
+//!    to be live), while an open of a live object of another kind stays a typed error.
+//!
+//! Children are this test binary re-executed with `--exact <child fn>`; a `child_*`
+//! test returns at once unless `TALLY_REG_ROLE` names its role. Children report
+//! progress as tagged stdout lines which the parent reads with a deadline; nothing
+//! sleeps in place of synchronising. Every test uses its own names and a [`Scene`]
+//! guard that SIGKILLs and reaps its children and removes its names, pass or fail.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Barrier, mpsc};
+use std::time::{Duration, Instant};
+
+use tally::{Error, Kind, Options, Region, Ring, admin};
+
+// --- names and cleanup ----------------------------------------------------------------
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A name no other test (in this or another process) uses.
+fn unique(tag: &str) -> String {
+    format!(
+        "reg-{tag}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn shm_path(name: &str) -> PathBuf {
+    PathBuf::from(format!("/dev/shm/tally.{name}"))
+}
+
+fn shm_exists(name: &str) -> bool {
+    std::fs::symlink_metadata(shm_path(name)).is_ok()
+}
+
+/// Asserts that nothing is left in /dev/shm under `name`.
+fn assert_gone(name: &str) {
+    assert!(
+        !shm_exists(name),
+        "{} is still there after every handle was dropped",
+        shm_path(name).display()
+    );
+}
+
+/// Temporary files of segments that process `pid` began to create.
+fn init_debris_of(pid: u32) -> Vec<PathBuf> {
+    let prefix = format!(".tally-init.{pid}.");
+    std::fs::read_dir("/dev/shm")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Asserts that `$res` is an `Err` matching `$pat` and returns the error; works for
+/// `Ok` types without `Debug` (the handles have none).
+macro_rules! assert_err {
+    ($res:expr, $pat:pat) => {
+        match $res {
+            Ok(_) => panic!(
+                "{}: expected Err({}), got Ok",
+                stringify!($res),
+                stringify!($pat)
+            ),
+            Err(e) => {
+                assert!(
+                    matches!(e, $pat),
+                    "{}: expected {}, got {e:?}",
+                    stringify!($res),
+                    stringify!($pat)
+                );
+                e
+            }
+        }
+    };
+}
+
+// --- child processes ------------------------------------------------------------------
+
+const ENV_ROLE: &str = "TALLY_REG_ROLE";
+const ENV_NAME: &str = "TALLY_REG_NAME";
+/// Marks a child's progress lines among libtest's own output.
+const TAG: &str = "@@reg-child@@ ";
+
+/// How long a child may take to start and report (debug builds on a loaded box).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// In a child started for `role`: the object name. `None` in every other process (the
+/// `child_*` test then passes at once).
+fn child_name(role: &str) -> Option<String> {
+    if std::env::var(ENV_ROLE).ok()? != role {
+        return None;
+    }
+    Some(std::env::var(ENV_NAME).expect("child without an object name"))
+}
+
+/// A child's progress line, tagged so the parent can tell it from libtest's output.
+fn report(line: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{TAG}{line}").expect("write to the parent");
+    out.flush().expect("flush to the parent");
+}
+
+/// Blocks until the parent closes our stdin (or kills us): a child never outlives a
+/// test that is gone.
+fn block_until_stdin_closes() {
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+}
+
+/// This test binary, re-executed to run only the test `child_fn` in role `role`.
+struct Kid {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    status: Option<ExitStatus>,
+    what: String,
+}
+
+impl Kid {
+    fn spawn(child_fn: &str, role: &str, name: &str) -> Kid {
+        let exe = std::env::current_exe().expect("current_exe");
+        let what = format!("child {child_fn} ({role} {name})");
+        let mut child = Command::new(exe)
+            .args(["--exact", child_fn, "--nocapture", "--test-threads=1"])
+            .env(ENV_ROLE, role)
+            .env(ENV_NAME, name)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // A child's line may follow libtest's `test NAME ... ` on the same line.
+                if let Some(at) = line.find(TAG)
+                    && tx.send(line[at + TAG.len()..].to_owned()).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Kid {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            status: None,
+            what,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the next progress line, which must start with `word`; returns the
+    /// rest of it.
+    fn expect(&mut self, word: &str) -> String {
+        match self.lines.recv_timeout(START_TIMEOUT) {
+            Ok(line) => match line.strip_prefix(word) {
+                Some(rest) => rest.trim().to_owned(),
+                None => panic!("{}: expected {word:?}, got {line:?}", self.what),
+            },
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("{}: no {word:?} within {START_TIMEOUT:?}", self.what)
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                "{}: stdout closed before {word:?}; status {:?}",
+                self.what,
+                self.child.try_wait()
+            ),
+        }
+    }
+
+    /// SIGKILLs the child and reaps it (blocking in waitpid: it is dying).
+    fn kill9_and_reap(&mut self) {
+        // SAFETY: kill(2) on our own child, not yet reaped: the pid cannot be reused.
+        let rc = unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGKILL) };
+        assert_eq!(rc, 0, "kill -9 {}", self.what);
+        let status = self.child.wait().expect("waitpid");
+        self.status = Some(status);
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "{} must die by SIGKILL, not {status:?}",
+            self.what
+        );
+    }
+
+    /// Collects every progress line until the child closes its stdout, then reaps it.
+    fn finish(&mut self) -> (ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "{} did not finish within {START_TIMEOUT:?}; said {lines:?}",
+                    self.what
+                ),
+            }
+        }
+        self.stdin.take();
+        let status = self.child.wait().expect("waitpid");
+        self.status = Some(status);
+        (status, lines)
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        self.stdin.take();
+        if self.status.is_none() {
+            // std's kill is SIGKILL.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for path in init_debris_of(self.pid()) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Owns a test's names and children: on drop it SIGKILLs and reaps every child and
+/// force-removes every name, pass or fail. Declare it before any handle (locals drop
+/// in reverse order, so the handles detach first).
+struct Scene {
+    names: Vec<String>,
+    kids: Vec<Kid>,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        Scene {
+            names: Vec::new(),
+            kids: Vec::new(),
+        }
+    }
+
+    /// A fresh unique name, removed when the scene drops.
+    fn name(&mut self, tag: &str) -> String {
+        let name = unique(tag);
+        self.names.push(name.clone());
+        name
+    }
+
+    /// Starts a child; returns its index in `kids`.
+    fn spawn(&mut self, child_fn: &str, role: &str, name: &str) -> usize {
+        self.kids.push(Kid::spawn(child_fn, role, name));
+        self.kids.len() - 1
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        self.kids.clear();
+        for name in &self.names {
+            let _ = admin::remove(name);
+        }
+    }
+}
+
+/// Returns the error of a result whose `Ok` type has no `Debug`.
+fn err_of<T>(what: &str, r: tally::Result<T>) -> Error {
+    match r {
+        Ok(_) => panic!("{what}: expected an error, got Ok"),
+        Err(e) => e,
+    }
+}
+
+// --- 1. concurrent sweeps through one handle --------------------------------------------
+
+/// Dead holders the child leaves behind.
+const DEAD_HOLDERS: usize = 300;
+
+#[test]
+fn child_open_many_regions() {
+    let Some(name) = child_name("open-many") else {
+        return;
+    };
+    let handles: Vec<Region> = (0..DEAD_HOLDERS)
+        .map(|i| Region::open(&name).unwrap_or_else(|e| panic!("open #{i}: {e}")))
+        .collect();
+    report(&format!("ready {}", handles.len()));
+    block_until_stdin_closes();
+    drop(handles);
+}
+
+/// Two threads sweeping through the same `Region` must take turns: between them they
+/// reclaim each of the dead child's holders exactly once. Before the fix both held the
+/// (per open file description) admin lock at once and counted the same dead slots.
+#[test]
+fn concurrent_sweeps_through_one_handle_reclaim_each_dead_holder_once() {
+    for round in 0..3 {
+        let mut scene = Scene::new();
+        let name = scene.name("sweep2");
+        let opts = Options {
+            holders: 512,
+            ..Options::default()
+        };
+        let region = Region::create_with(&name, 4096, &opts).expect("create");
+        let k = scene.spawn("child_open_many_regions", "open-many", &name);
+        let kid = &mut scene.kids[k];
+        assert_eq!(kid.expect("ready"), DEAD_HOLDERS.to_string());
+        let before = region.info();
+        assert_eq!(before.refcount as usize, DEAD_HOLDERS + 1, "{before:?}");
+        assert_eq!(before.reclaimed_total, 0, "{before:?}");
+        kid.kill9_and_reap();
+
+        let barrier = Barrier::new(2);
+        let (a, b) = std::thread::scope(|s| {
+            let sweep = || {
+                barrier.wait();
+                region.sweep().expect("sweep")
+            };
+            let t1 = s.spawn(sweep);
+            let t2 = s.spawn(sweep);
+            (t1.join().unwrap(), t2.join().unwrap())
+        });
+        assert_eq!(
+            (a.reclaimed + b.reclaimed) as usize,
+            DEAD_HOLDERS,
+            "round {round}: two sweeps through one handle reclaimed {} + {} of \
+             {DEAD_HOLDERS} dead holders",
+            a.reclaimed,
+            b.reclaimed
+        );
+        assert_eq!(
+            a.reclaimed.min(b.reclaimed),
+            0,
+            "round {round}: the sweeps must not interleave: {a:?} {b:?}"
+        );
+        assert_eq!((a.live, a.unlinked), (1, false), "round {round}: {a:?}");
+        assert_eq!((b.live, b.unlinked), (1, false), "round {round}: {b:?}");
+        let after = region.info();
+        assert_eq!(after.refcount, 1, "round {round}: {after:?}");
+        assert_eq!(after.holders.len(), 1, "round {round}: {after:?}");
+        assert_eq!(
+            after.reclaimed_total, DEAD_HOLDERS as u64,
+            "round {round}: {after:?}"
+        );
+        drop(region);
+        assert_gone(&name);
+    }
+}
+
+// --- 2. a forked child dropping an inherited producer -----------------------------------
+
+/// Values sent before the fork.
+const BEFORE_FORK: u64 = 5;
+/// Values sent after it.
+const AFTER_FORK: u64 = 3;
+
+/// The body of the fork test. It forks, so it runs in a re-executed test binary with
+/// one test thread: no other test's thread can hold a lock the forked child needs.
+#[test]
+fn child_fork_inherited_producer() {
+    let Some(name) = child_name("fork") else {
+        return;
+    };
+    let ring = Ring::<u64>::create(&name, 8).expect("create");
+    let mut tx = ring.producer().expect("producer");
+    for v in 0..BEFORE_FORK {
+        tx.try_send(v).expect("send before fork");
+    }
+    let me = std::process::id();
+    // SAFETY: the forked child first arms alarm(2) (so it cannot linger), then makes
+    // one role claim (a getpid and an allocation for the error: glibc's fork handlers
+    // make malloc usable in the child), drops its copy of the producer (getpid again)
+    // and leaves with _exit. This process runs no other thread but libtest's main
+    // thread, parked in join.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // SAFETY: alarm(2) is async-signal-safe; SIGALRM's default action ends us.
+        unsafe { libc::alarm(30) };
+        let code = match ring.producer() {
+            Err(Error::Inherited { owner, .. }) if owner == me => 0,
+            Err(Error::Inherited { .. }) => 1,
+            Err(Error::RoleTaken { .. }) => 2,
+            Err(_) => 3,
+            Ok(p) => {
+                // Not a role of ours to give back, whatever the claim said.
+                std::mem::forget(p);
+                4
+            }
+        };
+        drop(tx);
+        // SAFETY: ends the forked child without unwinding, atexit handlers or flushes.
+        unsafe { libc::_exit(code) };
+    }
+    report(&format!("forked {pid}"));
+    let mut status = 0;
+    // SAFETY: waitpid on our own forked child, with a valid out pointer.
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(rc, pid, "waitpid: {}", std::io::Error::last_os_error());
+    assert!(
+        libc::WIFEXITED(status),
+        "forked child did not exit: {status:#x}"
+    );
+    let code = libc::WEXITSTATUS(status);
+    report(&format!("exit {code}"));
+    assert_eq!(
+        code, 0,
+        "the forked child's producer() must fail with Inherited (1: wrong owner, \
+         2: RoleTaken, 3: other error, 4: Ok)"
+    );
+
+    // The parent's producer is still the live holder of the role.
+    let other = Ring::<u64>::open(&name).expect("open a second handle");
+    assert_err!(
+        other.producer(),
+        Error::RoleTaken {
+            role: "producer",
+            ..
+        }
+    );
+    assert_eq!(other.info().refcount, 2, "{:?}", other.info());
+    for v in BEFORE_FORK..BEFORE_FORK + AFTER_FORK {
+        tx.try_send(v).expect("the parent's producer still sends");
+    }
+    let mut rx = other.consumer().expect("consumer");
+    let got: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    assert_eq!(got, (0..BEFORE_FORK + AFTER_FORK).collect::<Vec<_>>());
+    assert!(!rx.is_disconnected(), "the producer is still live");
+    drop(tx);
+    assert!(rx.is_disconnected(), "the parent's drop releases the role");
+    drop(rx);
+    drop(other);
+    drop(ring);
+    assert_gone(&name);
+    report("passed");
+}
+
+#[test]
+fn forked_child_dropping_an_inherited_producer_keeps_the_parents_role() {
+    let mut scene = Scene::new();
+    let name = scene.name("fork");
+    let k = scene.spawn("child_fork_inherited_producer", "fork", &name);
+    let (status, lines) = scene.kids[k].finish();
+    assert!(
+        status.success() && lines.last().map(String::as_str) == Some("passed"),
+        "the fork scenario failed (its panic message is in stderr above): \
+         status {status:?}, said {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l == "exit 0"),
+        "forked child's exit: {lines:?}"
+    );
+    assert_gone(&name);
+}
+
+// --- 3. crash debris of another kind ------------------------------------------------------
+
+#[test]
+fn child_hold_region() {
+    let Some(name) = child_name("hold-region") else {
+        return;
+    };
+    let r = Region::create(&name, 4096).expect("create region");
+    report("ready");
+    block_until_stdin_closes();
+    drop(r);
+}
+
+#[test]
+fn child_hold_ring() {
+    let Some(name) = child_name("hold-ring") else {
+        return;
+    };
+    let ring = Ring::<u64>::create(&name, 8).expect("create ring");
+    let mut tx = ring.producer().expect("producer");
+    let rx = ring.consumer().expect("consumer");
+    tx.try_send(7).expect("send");
+    report("ready");
+    block_until_stdin_closes();
+    drop((tx, rx, ring));
+}
+
+/// Debris of a dead holder of one kind does not stop `open_or_create` of another: the
+/// dead object is swept and a fresh one created. Before the fix the kind check ran
+/// before the sweep and returned `KindMismatch`.
+#[test]
+fn crash_debris_of_another_kind_does_not_block_open_or_create() {
+    let mut scene = Scene::new();
+
+    // A dead Region holder's debris, then a ring under the same name.
+    let name = scene.name("debris-region");
+    let k = scene.spawn("child_hold_region", "hold-region", &name);
+    scene.kids[k].expect("ready");
+    scene.kids[k].kill9_and_reap();
+    assert!(shm_exists(&name), "SIGKILL leaves the segment behind");
+    let (ring, created) =
+        Ring::<u64>::open_or_create(&name, 8, &Options::default()).expect("open_or_create");
+    assert!(created, "the dead region is gone: a ring must be created");
+    let info = ring.info();
+    assert_eq!(info.kind, Kind::SpscRing, "{info:?}");
+    assert_eq!((info.refcount, info.holders.len()), (1, 1), "{info:?}");
+    assert_eq!(info.holders[0].pid, std::process::id(), "{info:?}");
+    // A live ring of another payload is still an error, and registers nothing.
+    assert_err!(Ring::<u32>::open(&name), Error::LayoutMismatch { .. });
+    assert_eq!(ring.info().refcount, 1, "{:?}", ring.info());
+    let mut tx = ring.producer().expect("producer");
+    let mut rx = ring.consumer().expect("consumer");
+    tx.try_send(42).expect("send");
+    assert_eq!(rx.try_recv(), Ok(42));
+    drop((tx, rx, ring));
+    assert_gone(&name);
+
+    // The reverse: a dead ring holder's debris, then a region under the same name.
+    let name = scene.name("debris-ring");
+    let k = scene.spawn("child_hold_ring", "hold-ring", &name);
+    scene.kids[k].expect("ready");
+    scene.kids[k].kill9_and_reap();
+    assert!(shm_exists(&name), "SIGKILL leaves the segment behind");
+    let (region, created) =
+        Region::open_or_create(&name, 4096, &Options::default()).expect("open_or_create");
+    assert!(created, "the dead ring is gone: a region must be created");
+    let info = region.info();
+    assert_eq!(info.kind, Kind::Bytes, "{info:?}");
+    assert_eq!((info.refcount, info.holders.len()), (1, 1), "{info:?}");
+    assert_eq!(region.len(), 4096);
+    let mut buf = [0xffu8; 16];
+    region.read(0, &mut buf).unwrap();
+    assert_eq!(buf, [0u8; 16], "a fresh region is zeroed");
+    drop(region);
+    assert_gone(&name);
+}
+
+// --- 4. live objects of another kind --------------------------------------------------
+
+/// Moving the kind check after the sweep must not let an open attach to a live object
+/// of another kind: it fails with `KindMismatch` and leaves no holder behind.
+#[test]
+fn open_of_a_live_object_of_another_kind_is_still_a_typed_error() {
+    let mut scene = Scene::new();
+
+    let name = scene.name("live-region");
+    let region = Region::create(&name, 4096).expect("create region");
+    assert_err!(
+        Ring::<u64>::open(&name),
+        Error::KindMismatch {
+            expected: Kind::SpscRing,
+            found: Kind::Bytes,
+            ..
+        }
+    );
+    assert_err!(
+        Ring::<u64>::open_or_create(&name, 8, &Options::default()),
+        Error::KindMismatch {
+            expected: Kind::SpscRing,
+            found: Kind::Bytes,
+            ..
+        }
+    );
+    let info = region.info();
+    assert_eq!(
+        (info.refcount, info.holders.len()),
+        (1, 1),
+        "a failed open registered a holder: {info:?}"
+    );
+    assert_eq!(info.kind, Kind::Bytes);
+    drop(region);
+    assert_gone(&name);
+
+    let name = scene.name("live-ring");
+    let ring = Ring::<u64>::create(&name, 8).expect("create ring");
+    let e = err_of("Region::open of a live ring", Region::open(&name));
+    assert!(
+        matches!(
+            e,
+            Error::KindMismatch {
+                expected: Kind::Bytes,
+                found: Kind::SpscRing,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let info = ring.info();
+    assert_eq!(
+        (info.refcount, info.holders.len()),
+        (1, 1),
+        "a failed open registered a holder: {info:?}"
+    );
+    drop(ring);
+    assert_gone(&name);
+}
