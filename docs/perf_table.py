@@ -20,10 +20,7 @@ def lat_row(name, d, floor_p50):
 def table(b, machine):
     lat, thr = b["latency"], b["throughput"]
     floor = lat["baselines"]["floor"]
-    out = [f"Measured on {machine} with `cargo run --release -- bench --json` "
-           f"(processes pinned to CPUs 0 and 1; one-way latency = round trip / 2; the sender "
-           f"writes the whole payload and the receiver reads all of it).", "",
-           f"**Latency, {lat['payload_bytes']} B payload, {lat['iters']} round trips** (ns)", "",
+    out = [f"**Latency, {lat['payload_bytes']} B payload, {lat['iters']} round trips** (ns)", "",
            "| | p50 | p90 | p99 | p99.9 | max | mean | p50 / floor p50 |",
            "|---|---|---|---|---|---|---|---|",
            lat_row("floor (one shared cache line)", floor, floor["p50_ns"]),
@@ -53,7 +50,12 @@ def main():
     ap.add_argument("--machine", default="this machine")
     ap.add_argument("--write", help="README to update between the perf-table markers")
     a = ap.parse_args()
-    text = "\n\n".join(table(json.load(open(f)), a.machine) for f in a.files)
+    intro = (f"Measured on {a.machine}, one `tally bench --json` run per payload size "
+             f"(files: {', '.join(a.files)}): processes pinned to CPUs 0 and 1; one-way latency "
+             f"= round trip / 2; the sender writes the whole payload and the receiver reads all "
+             f"of it. The floor is two processes ping-ponging one shared cache line, the "
+             f"physical limit of a cross-core hand-off.")
+    text = intro + "\n\n" + "\n\n".join(table(json.load(open(f)), a.machine) for f in a.files)
     if a.write:
         readme = open(a.write).read()
         new, n = re.subn(r"(<!-- perf-table:start -->\n).*?(<!-- perf-table:end -->)",
