@@ -237,6 +237,8 @@ impl Shared {
         }
         self.release_role(Role::Consumer);
         let space = &self.view.header().wait.space;
+        // SYNC POINT: pairs with the Acquire load of `space` in `sleep_space`, whose
+        // re-check then sees the role vacant.
         space.fetch_add(1, Ordering::Release);
         sys::futex_wake(space, u32::MAX);
     }
@@ -248,6 +250,7 @@ impl Shared {
         if role_vacated(word, gen_) {
             return true;
         }
+        // Acquire pairs with the claim CAS; only the slot number is used, to probe.
         let holder = word.load(Ordering::Acquire);
         if holder != VACANT && !self.seg.holder_alive(holder - 1) {
             let _ = self.seg.sweep();

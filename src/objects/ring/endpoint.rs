@@ -17,6 +17,8 @@ pub(crate) struct ProducerCursor {
 impl ProducerCursor {
     /// A cursor continuing where the ring's last producer stopped.
     pub(crate) fn resume(view: RingView) -> Self {
+        // The claim CAS (Acquire) already ordered us after the predecessor's `park` and
+        // role release; Acquire here is belt and braces for recovery's store.
         let tail = view.header().tail.load(Ordering::Acquire);
         let head = view.load_head();
         // Positions use wrapping arithmetic so that no value a corrupt peer writes can
@@ -129,6 +131,8 @@ impl ConsumerCursor {
     #[cold]
     fn wake_producer(&self) {
         let space = &self.view.header().wait.space;
+        // SYNC POINT: Release pairs with the sleeping producer's Acquire load of `space`
+        // in `sleep_space`; the head store before it is then visible to its re-check.
         space.fetch_add(1, Ordering::Release);
         #[cfg(not(loom))]
         crate::sys::futex_wake(space, u32::MAX);
