@@ -229,18 +229,19 @@ impl Shared {
         sys::futex_wake(self.view.seq(cur.tail), u32::MAX);
     }
 
-    /// A consumer handle leaves: release the role and wake a producer asleep on space.
+    /// A consumer handle leaves: release the role and wake a producer asleep for space.
     /// In a forked child this does nothing: the role is the parent's.
     pub(crate) fn leave_consumer(&self) {
         if self.seg.check_owner().is_err() {
             return;
         }
         self.release_role(Role::Consumer);
-        let space = &self.view.header().wait.space;
-        // SYNC POINT: pairs with the Acquire load of `space` in `sleep_space`, whose
-        // re-check then sees the role vacant.
-        space.fetch_add(1, Ordering::Release);
-        sys::futex_wake(space, u32::MAX);
+        let released = &self.view.header().head.released;
+        // SYNC POINT: Release pairs with the Acquire load of `released` in
+        // `sleep_space`, whose re-check then sees the role vacant. Changing the word
+        // also keeps a producer that is about to sleep on its old value awake.
+        released.fetch_add(1 << 31, Ordering::Release);
+        sys::futex_wake(released, u32::MAX);
     }
 
     /// Whether the holder of `role` has gone: vacated, or dead (then a sweep reclaims
@@ -343,7 +344,8 @@ impl Shared {
             // SYNC POINT: as in `sleep_data`, paired with the consumer's head store
             // before its flag load in `release`.
             fence(Ordering::SeqCst);
-            let seen = w.space.load(Ordering::Acquire);
+            let released = &self.view.header().head.released;
+            let seen = released.load(Ordering::Acquire);
             let outcome = if cur.free(want) >= want {
                 Some(Wait::Retry)
             } else if self.role_gone(Role::Consumer) {
@@ -351,7 +353,7 @@ impl Shared {
             } else {
                 match sleep_slice(deadline) {
                     Some(t) => {
-                        sys::futex_wait(&w.space, seen, Some(t));
+                        sys::futex_wait(released, seen, Some(t));
                         None
                     }
                     None => Some(Wait::TimedOut),

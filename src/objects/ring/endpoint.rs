@@ -130,12 +130,8 @@ impl ConsumerCursor {
 
     #[cold]
     fn wake_producer(&self) {
-        let space = &self.view.header().wait.space;
-        // SYNC POINT: Release pairs with the sleeping producer's Acquire load of `space`
-        // in `sleep_space`; the head store before it is then visible to its re-check.
-        space.fetch_add(1, Ordering::Release);
         #[cfg(not(loom))]
-        crate::sys::futex_wake(space, u32::MAX);
+        crate::sys::futex_wake(&self.view.header().head.released, u32::MAX);
     }
 }
 

@@ -6,8 +6,9 @@
 //! RingHeader                      immutable params, then four 128-byte lines:
 //!   ctl   producer/consumer role words and claim generations (rarely written)
 //!   prod  tail: next position the producer will commit        (producer writes)
-//!   cons  head: next position the consumer will release       (consumer writes)
-//!   wait  sleeper flags and the space futex word              (written only to sleep)
+//!   cons  head: next position the consumer will release, and     (consumer writes)
+//!         `released`, head's low 32 bits: the futex word a full producer sleeps on
+//!   wait  sleeper flags                                         (written only to sleep)
 //! slots   capacity × stride bytes; slot i = [seq: u32][pad][payload]
 //! ```
 //!
@@ -64,10 +65,19 @@ pub(crate) struct Control {
 pub(crate) struct WaitWords {
     /// Non-zero while the consumer may be asleep on a slot's seq word.
     pub consumer_waiting: AtomicU32,
-    /// Non-zero while the producer may be asleep on `space`.
+    /// Non-zero while the producer may be asleep on `ConsumerLine::released`.
     pub producer_waiting: AtomicU32,
-    /// Bumped by the consumer when it frees space and the producer sleeps.
-    pub space: AtomicU32,
+}
+
+/// The consumer's line: its position, and a 32-bit copy for futexes to sleep on.
+#[repr(C)]
+pub(crate) struct ConsumerLine {
+    /// Next position the consumer will release.
+    pub head: AtomicU64,
+    /// `head as u32`, stored right after `head`; or, when a consumer leaves, changed by
+    /// `1 << 31` so a producer about to sleep on the old value does not. Only ever a
+    /// futex word: nothing reads a position from it.
+    pub released: AtomicU32,
 }
 
 /// The ring header at the start of the object area.
@@ -82,7 +92,7 @@ pub(crate) struct RingHeader {
     pub flavor: u32,
     pub ctl: CachePadded<Control>,
     pub tail: CachePadded<AtomicU64>,
-    pub head: CachePadded<AtomicU64>,
+    pub head: CachePadded<ConsumerLine>,
     pub wait: CachePadded<WaitWords>,
 }
 
@@ -165,11 +175,13 @@ pub(crate) unsafe fn init(base: *mut u8, geo: &Geometry) {
             consumer_gen: AtomicU32::new(0),
         }),
         tail: CachePadded::new(AtomicU64::new(0)),
-        head: CachePadded::new(AtomicU64::new(0)),
+        head: CachePadded::new(ConsumerLine {
+            head: AtomicU64::new(0),
+            released: AtomicU32::new(0),
+        }),
         wait: CachePadded::new(WaitWords {
             consumer_waiting: AtomicU32::new(0),
             producer_waiting: AtomicU32::new(0),
-            space: AtomicU32::new(0),
         }),
     };
     // SAFETY: the caller guarantees room and alignment for the header and exclusivity.
@@ -325,13 +337,18 @@ impl RingView {
     pub(crate) fn load_head(&self) -> u64 {
         // SYNC POINT: Acquire pairs with `store_head`'s Release: the consumer has
         // finished reading every slot before head before we overwrite it.
-        self.header().head.load(Ordering::Acquire)
+        self.header().head.head.load(Ordering::Acquire)
     }
 
     #[inline]
     pub(crate) fn store_head(&self, head: u64) {
         // SYNC POINT: Release pairs with `load_head`'s Acquire.
-        self.header().head.store(head, Ordering::Release);
+        let line = &self.header().head;
+        line.head.store(head, Ordering::Release);
+        // A plain store to a line the consumer owns: a producer asleep on `released`
+        // finds it changed, so even a wake lost to the flag race below cannot strand
+        // it (the kernel compares the word when it goes to sleep).
+        line.released.store(head as u32, Ordering::Release);
     }
 
     /// Records the producer's frontier for a successor: on release of the role, or by
@@ -345,7 +362,7 @@ impl RingView {
     /// The committed frontier: the first position at or after `head` that is not
     /// committed. Used to recover `tail` after a producer died mid-commit.
     pub(crate) fn committed_frontier(&self) -> u64 {
-        let head = self.header().head.load(Ordering::Acquire);
+        let head = self.header().head.head.load(Ordering::Acquire);
         let mut pos = head;
         while pos.wrapping_sub(head) < self.geo.capacity && self.is_committed(pos) {
             pos = pos.wrapping_add(1);
