@@ -1,21 +1,24 @@
 //! The `tally` command line, end to end: real `tally hold` processes, killed and
 //! signalled, observed through `ls`, `inspect`, `sweep` and `rm` with `--json`.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+
+mod common;
+use common::{forward_lines, shm_path, unique, wait_within};
+
+/// Prefix of this file's object names.
+const PREFIX: &str = "ct";
 
 const BIN: &str = env!("CARGO_BIN_EXE_tally");
 /// How long a `tally` process may take to attach or to exit before the test fails.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// `tally sweep` with no name sweeps every object, reclaiming dead holders of objects
 /// other tests are looking at; tests that count reclaimed holders or run the global
@@ -24,18 +27,6 @@ static SWEEP_ALL: Mutex<()> = Mutex::new(());
 
 fn sweep_lock() -> MutexGuard<'static, ()> {
     SWEEP_ALL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn unique(tag: &str) -> String {
-    format!(
-        "ct-{tag}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn shm_path(name: &str) -> PathBuf {
-    PathBuf::from(format!("/dev/shm/tally.{name}"))
 }
 
 /// One `tally hold` process.
@@ -69,27 +60,13 @@ impl Holder {
     /// Waits for it to exit (failing the test after [`DEADLINE`]); returns its status
     /// and what it wrote to stderr.
     fn wait(&mut self) -> (ExitStatus, String) {
-        let status = wait_deadline(&mut self.child);
+        let what = format!("pid {}", self.child.id());
+        let status = wait_within(&mut self.child, DEADLINE, &what);
         let mut err = String::new();
         if let Some(mut e) = self.child.stderr.take() {
             e.read_to_string(&mut err).unwrap();
         }
         (status, err)
-    }
-}
-
-fn wait_deadline(child: &mut Child) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            return st;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "pid {} did not exit within {DEADLINE:?}",
-            child.id()
-        );
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -103,7 +80,7 @@ struct Fixture {
 impl Fixture {
     fn new(tag: &str) -> Self {
         Fixture {
-            name: unique(tag),
+            name: unique(PREFIX, tag),
             holders: Vec::new(),
         }
     }
@@ -125,16 +102,7 @@ impl Fixture {
             .spawn()
             .expect("spawn tally hold");
         let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = forward_lines(child.stdout.take().unwrap(), None);
         self.holders.push(Holder { child, stdin });
         let i = self.holders.len() - 1;
         expect_ready(&rx, &mut self.holders[i]);
@@ -431,7 +399,7 @@ fn expect_error_line(args: &[&str], code: i32) {
 
 #[test]
 fn error_exit_codes() {
-    let missing = unique("missing");
+    let missing = unique(PREFIX, "missing");
     // 3: not found.
     expect_error_line(&["inspect", &missing], 3);
     expect_error_line(&["inspect", &missing, "--json"], 3);
@@ -446,7 +414,7 @@ fn error_exit_codes() {
         expect_error_line(&["hold", bad, "--create-bytes", "16"], 2);
     }
     // 2: a region of zero bytes.
-    expect_error_line(&["hold", &unique("zero"), "--create-bytes", "0"], 2);
+    expect_error_line(&["hold", &unique(PREFIX, "zero"), "--create-bytes", "0"], 2);
     assert!(!shm_path(&missing).exists());
 
     // 2: usage errors, reported by the argument parser.

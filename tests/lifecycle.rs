@@ -4,7 +4,7 @@
 //! Holders are `tally hold NAME --create-bytes N` processes whose stdin we hold: closing
 //! it is a clean exit, SIGKILL is a crash. Where a test needs code of its own in another
 //! process, the test binary re-executes itself (`--exact child_* --nocapture`) with
-//! `TALLY_LT_ROLE` naming the role; those `child_*` tests return at once without it.
+//! `TALLY_TEST_ROLE` naming the role; those `child_*` tests return at once without it.
 //!
 //! Every test uses its own name and a [`Scene`] guard that kills its processes and
 //! removes its names and creation debris from /dev/shm, also when the test fails.
@@ -12,21 +12,23 @@
 //! `waitpid`, or by polling loops with a deadline.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::io::Write;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tally::{Error, Options, Region, admin};
 
-/// Tells a re-executed test binary which child role to play.
-const ROLE_ENV: &str = "TALLY_LT_ROLE";
-/// The object name a child works on.
-const NAME_ENV: &str = "TALLY_LT_NAME";
-/// A role-specific argument.
-const ARG_ENV: &str = "TALLY_LT_ARG";
+mod common;
+use common::{
+    Guard, child_command, child_role, first_line, init_debris_of, remove_init_debris_of,
+    shm_exists, shm_path, spawn_with_lines, unique, wait_within,
+};
+
+/// Prefix of this file's object names.
+const PREFIX: &str = "lt";
+
 /// Fixes the seed of the randomised tests.
 const SEED_ENV: &str = "TALLY_LT_SEED";
 
@@ -34,42 +36,6 @@ const SEED_ENV: &str = "TALLY_LT_SEED";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a process may take to exit once told to.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-fn unique_name(test: &str) -> String {
-    format!(
-        "lt-{test}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn shm_path(name: &str) -> PathBuf {
-    PathBuf::from(format!("/dev/shm/tally.{name}"))
-}
-
-fn name_exists(name: &str) -> bool {
-    std::fs::symlink_metadata(shm_path(name)).is_ok()
-}
-
-/// Temporary files of segments that process `pid` began to create.
-fn init_debris_of(pid: u32) -> Vec<String> {
-    let prefix = format!(".tally-init.{pid}.");
-    std::fs::read_dir("/dev/shm")
-        .map(|dir| {
-            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn remove_init_debris_of(pid: u32) {
-    for n in init_debris_of(pid) {
-        let _ = std::fs::remove_file(format!("/dev/shm/{n}"));
-    }
-}
 
 // ---------------------------------------------------------------------------------
 // Randomness: splitmix64, seeded from the clock unless TALLY_LT_SEED says otherwise.
@@ -118,20 +84,7 @@ struct Proc {
 
 impl Proc {
     fn spawn(mut cmd: Command, what: String) -> Proc {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (mut child, lines) = spawn_with_lines(&mut cmd, Stdio::piped(), None, &what);
         Proc {
             stdin: child.stdin.take(),
             child,
@@ -150,12 +103,7 @@ impl Proc {
 
     /// This test binary, running only the test `test` in role `role`.
     fn test_child(test: &str, role: &str, name: &str, arg: &str) -> Proc {
-        let exe = std::env::current_exe().expect("current_exe");
-        let mut cmd = Command::new(exe);
-        cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-            .env(ROLE_ENV, role)
-            .env(NAME_ENV, name)
-            .env(ARG_ENV, arg);
+        let cmd = child_command(test, role, name, arg);
         Proc::spawn(cmd, format!("child {test} ({role} {arg})"))
     }
 
@@ -167,25 +115,20 @@ impl Proc {
     /// skipping other lines. (A test child's first line starts with libtest's
     /// `test NAME ... `, so the match is not anchored to the line start.)
     fn expect_line(&mut self, prefix: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(at) = line.find(prefix) {
-                        return line[at..].to_owned();
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("{}: no line {prefix:?} within {timeout:?}", self.what)
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let st = self.child.try_wait();
-                    panic!(
-                        "{}: stdout closed before {prefix:?}; status {st:?}",
-                        self.what
-                    )
-                }
+        let found = first_line(&self.lines, timeout, |line| {
+            line.find(prefix).map(|at| line[at..].to_owned())
+        });
+        match found {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("{}: no line {prefix:?} within {timeout:?}", self.what)
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let st = self.child.try_wait();
+                panic!(
+                    "{}: stdout closed before {prefix:?}; status {st:?}",
+                    self.what
+                )
             }
         }
     }
@@ -235,19 +178,9 @@ impl Proc {
 
     /// Waits for a child told to exit, at most [`EXIT_TIMEOUT`].
     fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                self.status = Some(st);
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {EXIT_TIMEOUT:?}",
-                self.what
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let st = wait_within(&mut self.child, EXIT_TIMEOUT, &self.what);
+        self.status = Some(st);
+        st
     }
 }
 
@@ -262,18 +195,20 @@ impl Drop for Proc {
     }
 }
 
-/// Owns everything a test leaves in the system; cleans it up on drop, pass or fail.
-/// Declare it before any `Region` so that the handles drop first.
+/// Owns everything a test leaves in the system; cleans it up on drop, pass or fail:
+/// first the processes (fields drop in order), then the names. Declare it before any
+/// `Region` so that the handles drop first.
 struct Scene {
-    names: Vec<String>,
+    /// Dropping one kills and reaps it if it still runs, and closes its stdin.
     procs: Vec<Proc>,
+    _names: Vec<Guard>,
 }
 
 impl Scene {
     fn new(names: &[&str]) -> Scene {
         Scene {
-            names: names.iter().map(|n| n.to_string()).collect(),
             procs: Vec::new(),
+            _names: names.iter().map(|&n| Guard::named(n)).collect(),
         }
     }
 
@@ -281,25 +216,6 @@ impl Scene {
         self.procs.push(p);
         self.procs.len() - 1
     }
-}
-
-impl Drop for Scene {
-    fn drop(&mut self) {
-        self.procs.clear(); // kills and reaps what is still running, closes stdins
-        for name in &self.names {
-            let _ = admin::remove(name);
-        }
-    }
-}
-
-/// Reads the role's name and argument, or `None` when this is not a child in `role`.
-fn child_role(role: &str) -> Option<(String, String)> {
-    if std::env::var(ROLE_ENV).ok()? != role {
-        return None;
-    }
-    let name = std::env::var(NAME_ENV).expect("child without a name");
-    let arg = std::env::var(ARG_ENV).unwrap_or_default();
-    Some((name, arg))
 }
 
 /// The 64-bit word `i` of a region, shared with every other holder.
@@ -332,7 +248,7 @@ fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T
 #[test]
 fn p1_last_clean_exit_of_many_holders_unlinks() {
     const HOLDERS: usize = 6;
-    let name = unique_name("p1");
+    let name = unique(PREFIX, "p1");
     let mut scene = Scene::new(&[&name]);
     let mut rng = Rng::seeded("p1_last_clean_exit_of_many_holders_unlinks");
 
@@ -363,7 +279,7 @@ fn p1_last_clean_exit_of_many_holders_unlinks() {
         live.remove(&p.pid());
         if live.is_empty() {
             assert!(
-                !name_exists(&name),
+                !shm_exists(&name),
                 "{} still exists after the last holder exited",
                 shm_path(&name).display()
             );
@@ -378,10 +294,10 @@ fn p1_last_clean_exit_of_many_holders_unlinks() {
 
 #[test]
 fn p1_last_drop_of_in_process_handles_unlinks() {
-    let name = unique_name("p1-inproc");
+    let name = unique(PREFIX, "p1-inproc");
     let _scene = Scene::new(&[&name]);
     let a = Region::create(&name, 4096).expect("create");
-    assert!(name_exists(&name));
+    assert!(shm_exists(&name));
     a.write(100, b"p1").unwrap();
     let b = Region::open(&name).expect("open b");
     let (c, created) = Region::open_or_create(&name, 4096, &Options::default()).expect("c");
@@ -399,9 +315,9 @@ fn p1_last_drop_of_in_process_handles_unlinks() {
     assert_eq!(d.info().refcount, 2);
     drop(d);
     assert_eq!(c.info().refcount, 1);
-    assert!(name_exists(&name));
+    assert!(shm_exists(&name));
     drop(c);
-    assert!(!name_exists(&name), "last drop must unlink the name");
+    assert!(!shm_exists(&name), "last drop must unlink the name");
     assert!(matches!(Region::open(&name), Err(Error::NotFound(_))));
 }
 
@@ -417,7 +333,7 @@ fn assert_held_by(name: &str, live: &BTreeSet<u32>, ctx: &str) {
     }
     if live.is_empty() {
         assert!(
-            !name_exists(name),
+            !shm_exists(name),
             "{ctx}: no live holder, yet the name survived a sweep"
         );
         return;
@@ -434,7 +350,7 @@ fn assert_held_by(name: &str, live: &BTreeSet<u32>, ctx: &str) {
 fn p2_sigkilled_holders_are_reclaimed_and_never_block_create() {
     const STEPS: usize = 36;
     const MAX_LIVE: usize = 6;
-    let name = unique_name("p2");
+    let name = unique(PREFIX, "p2");
     let mut scene = Scene::new(&[&name]);
     let mut rng = Rng::seeded("p2_sigkilled_holders_are_reclaimed_and_never_block_create");
     let mut live: Vec<usize> = Vec::new(); // indices into scene.procs
@@ -497,7 +413,7 @@ fn p2_sigkilled_holders_are_reclaimed_and_never_block_create() {
         );
     }
     drop(r);
-    assert!(!name_exists(&name));
+    assert!(!shm_exists(&name));
 }
 
 // ---------------------------------------------------------------------------------
@@ -508,7 +424,7 @@ const P3_CYCLES: u32 = 10_000;
 
 #[test]
 fn p3_open_racing_last_close_always_finds_one_object() {
-    let name = unique_name("p3");
+    let name = unique(PREFIX, "p3");
     let mut scene = Scene::new(&[&name]);
     let start = Instant::now();
     for i in 0..P3_PROCS {
@@ -553,7 +469,7 @@ fn p3_open_racing_last_close_always_finds_one_object() {
     );
     assert_eq!(errors, 0, "P3 violations (first few): {details:#?}");
     assert!(created >= 1);
-    assert!(!name_exists(&name), "the name outlived its last holder");
+    assert!(!shm_exists(&name), "the name outlived its last holder");
 }
 
 /// Counts and shows the first few errors of a child.
@@ -663,7 +579,7 @@ fn child_p3_worker() {
 
 #[test]
 fn p4_stopped_holder_is_not_reclaimed() {
-    let name = unique_name("p4-stop");
+    let name = unique(PREFIX, "p4-stop");
     let mut scene = Scene::new(&[&name]);
     let a = scene.add(Proc::holder(&name, 4096));
     scene.procs[a].wait_ready();
@@ -699,7 +615,7 @@ fn p4_stopped_holder_is_not_reclaimed() {
     );
     assert_eq!(r.info().refcount, 1);
     drop(r);
-    assert!(!name_exists(&name));
+    assert!(!shm_exists(&name));
 }
 
 /// Rewrites the identity of the (dead) holder in `slot` of the segment file, as if its
@@ -739,7 +655,7 @@ fn forge_holder_identity(name: &str, slot: u32, old: (u32, u64), new: (u32, u64)
 
 #[test]
 fn p4_liveness_ignores_pids_and_own_process_handles_survive() {
-    let name = unique_name("p4-pid");
+    let name = unique(PREFIX, "p4-pid");
     let mut scene = Scene::new(&[&name]);
     let a = scene.add(Proc::holder(&name, 4096));
     scene.procs[a].wait_ready();
@@ -819,7 +735,7 @@ fn p4_liveness_ignores_pids_and_own_process_handles_survive() {
     assert!(scene.procs[a].wait_exit().success());
     assert_eq!(r2.info().refcount, 1);
     drop(r2);
-    assert!(!name_exists(&name));
+    assert!(!shm_exists(&name));
 }
 
 // ---------------------------------------------------------------------------------
@@ -852,7 +768,7 @@ fn child_p5_creator() {
 fn p5_creator_killed_at_each_init_step_is_replaced_quickly() {
     for step in 1..=5u32 {
         for reopen_first in [false, true] {
-            let name = unique_name(&format!("p5-{step}"));
+            let name = unique(PREFIX, &format!("p5-{step}"));
             let mut scene = Scene::new(&[&name]);
             let i = scene.add(Proc::test_child(
                 "child_p5_creator",
@@ -868,7 +784,7 @@ fn p5_creator_killed_at_each_init_step_is_replaced_quickly() {
             // (Its temporary file may already be gone: any concurrent create in this
             // process sweeps debris of dead creators.)
             // Only step 5 comes after publication.
-            assert_eq!(name_exists(&name), step == 5, "step {step}");
+            assert_eq!(shm_exists(&name), step == 5, "step {step}");
 
             let t = Instant::now();
             let r = if reopen_first {
@@ -893,14 +809,24 @@ fn p5_creator_killed_at_each_init_step_is_replaced_quickly() {
             assert_eq!(pids(&info), BTreeSet::from([std::process::id()]));
             assert_eq!(word(&r, 0).load(Ordering::Relaxed), 0, "fresh, zeroed");
 
-            let _ = admin::sweep_all().expect("sweep_all");
+            // A sweep finds the dead creator's file unlocked and removes it. Another
+            // test's sweep may hold that file's lock at this moment (it is about to
+            // remove it itself), so sweep again until a deadline rather than once.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                let _ = admin::sweep_all().expect("sweep_all");
+                if init_debris_of(pid).is_empty() || Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::yield_now();
+            }
             assert!(
                 init_debris_of(pid).is_empty(),
                 "step {step}: debris left: {:?}",
                 init_debris_of(pid)
             );
             drop(r);
-            assert!(!name_exists(&name));
+            assert!(!shm_exists(&name));
         }
     }
 }
@@ -920,7 +846,7 @@ fn wait_forked(pid: libc::pid_t) -> libc::c_int {
 
 #[test]
 fn fork_child_dropping_inherited_handle_does_not_detach_parent() {
-    let name = unique_name("fork");
+    let name = unique(PREFIX, "fork");
     let _scene = Scene::new(&[&name]);
     let r = Region::create(&name, 4096).expect("create");
     // SAFETY: the child only drops the handle (munmap, close, free: glibc's fork
@@ -954,7 +880,7 @@ fn fork_child_dropping_inherited_handle_does_not_detach_parent() {
     let out = r.sweep().unwrap();
     assert_eq!((out.reclaimed, out.live, out.unlinked), (0, 1, false));
     drop(r);
-    assert!(!name_exists(&name));
+    assert!(!shm_exists(&name));
 }
 
 #[test]
@@ -990,7 +916,7 @@ fn child_forker() {
 /// alive until the child exits too (unless it execs: the descriptor is close-on-exec).
 #[test]
 fn fork_child_outliving_holder_keeps_its_slot_alive_until_it_exits() {
-    let name = unique_name("fork-outlive");
+    let name = unique(PREFIX, "fork-outlive");
     let mut scene = Scene::new(&[&name]);
     let a = scene.add(Proc::test_child("child_forker", "forker", &name, ""));
     let line = scene.procs[a].expect_line("ready ", START_TIMEOUT);
@@ -1023,7 +949,7 @@ fn fork_child_outliving_holder_keeps_its_slot_alive_until_it_exits() {
             Err(e) => panic!("sweep: {e}"),
         },
     );
-    assert!(!name_exists(&name));
+    assert!(!shm_exists(&name));
 }
 
 // ---------------------------------------------------------------------------------
@@ -1032,7 +958,7 @@ fn fork_child_outliving_holder_keeps_its_slot_alive_until_it_exits() {
 #[test]
 fn reclaim_latency_after_sigkill() {
     const TRIALS: usize = 5;
-    let name = unique_name("latency");
+    let name = unique(PREFIX, "latency");
     let mut scene = Scene::new(&[&name]);
     let r = Region::create(&name, 4096).expect("create");
     let mut reaped = Vec::new();
@@ -1068,7 +994,7 @@ fn reclaim_latency_after_sigkill() {
         reclaimed[TRIALS - 1],
     );
     drop(r);
-    assert!(!name_exists(&name));
+    assert!(!shm_exists(&name));
 }
 
 // ---------------------------------------------------------------------------------
@@ -1076,7 +1002,7 @@ fn reclaim_latency_after_sigkill() {
 
 #[test]
 fn info_from_a_handle_reports_its_own_slot_alive() {
-    let name = unique_name("info-self");
+    let name = unique(PREFIX, "info-self");
     let _scene = Scene::new(&[&name]);
     let r = Region::create(&name, 4096).expect("create");
     let info = r.info();

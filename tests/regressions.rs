@@ -11,93 +11,29 @@
 //!    to be live), while an open of a live object of another kind stays a typed error.
 //!
 //! Children are this test binary re-executed with `--exact <child fn>`; a `child_*`
-//! test returns at once unless `TALLY_REG_ROLE` names its role. Children report
+//! test returns at once unless `TALLY_TEST_ROLE` names its role. Children report
 //! progress as tagged stdout lines which the parent reads with a deadline; nothing
 //! sleeps in place of synchronising. Every test uses its own names and a [`Scene`]
 //! guard that SIGKILLs and reaps its children and removes its names, pass or fail.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Child, ChildStdin, ExitStatus, Stdio};
 use std::sync::{Barrier, mpsc};
 use std::time::{Duration, Instant};
 
-use tally::{Error, Kind, Options, Region, Ring, admin};
+use tally::{Error, Kind, Options, Region, Ring};
 
-// --- names and cleanup ----------------------------------------------------------------
+mod common;
+use common::{
+    Guard, TAG, assert_err, assert_gone, child_command, child_role, remove_init_debris_of, say,
+    shm_exists, spawn_with_lines,
+};
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A name no other test (in this or another process) uses.
-fn unique(tag: &str) -> String {
-    format!(
-        "reg-{tag}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn shm_path(name: &str) -> PathBuf {
-    PathBuf::from(format!("/dev/shm/tally.{name}"))
-}
-
-fn shm_exists(name: &str) -> bool {
-    std::fs::symlink_metadata(shm_path(name)).is_ok()
-}
-
-/// Asserts that nothing is left in /dev/shm under `name`.
-fn assert_gone(name: &str) {
-    assert!(
-        !shm_exists(name),
-        "{} is still there after every handle was dropped",
-        shm_path(name).display()
-    );
-}
-
-/// Temporary files of segments that process `pid` began to create.
-fn init_debris_of(pid: u32) -> Vec<PathBuf> {
-    let prefix = format!(".tally-init.{pid}.");
-    std::fs::read_dir("/dev/shm")
-        .map(|dir| {
-            dir.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Asserts that `$res` is an `Err` matching `$pat` and returns the error; works for
-/// `Ok` types without `Debug` (the handles have none).
-macro_rules! assert_err {
-    ($res:expr, $pat:pat) => {
-        match $res {
-            Ok(_) => panic!(
-                "{}: expected Err({}), got Ok",
-                stringify!($res),
-                stringify!($pat)
-            ),
-            Err(e) => {
-                assert!(
-                    matches!(e, $pat),
-                    "{}: expected {}, got {e:?}",
-                    stringify!($res),
-                    stringify!($pat)
-                );
-                e
-            }
-        }
-    };
-}
+/// Prefix of this file's object names.
+const PREFIX: &str = "reg";
 
 // --- child processes ------------------------------------------------------------------
-
-const ENV_ROLE: &str = "TALLY_REG_ROLE";
-const ENV_NAME: &str = "TALLY_REG_NAME";
-/// Marks a child's progress lines among libtest's own output.
-const TAG: &str = "@@reg-child@@ ";
 
 /// How long a child may take to start and report (debug builds on a loaded box).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -105,17 +41,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// In a child started for `role`: the object name. `None` in every other process (the
 /// `child_*` test then passes at once).
 fn child_name(role: &str) -> Option<String> {
-    if std::env::var(ENV_ROLE).ok()? != role {
-        return None;
-    }
-    Some(std::env::var(ENV_NAME).expect("child without an object name"))
-}
-
-/// A child's progress line, tagged so the parent can tell it from libtest's output.
-fn report(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{TAG}{line}").expect("write to the parent");
-    out.flush().expect("flush to the parent");
+    child_role(role).map(|(name, _)| name)
 }
 
 /// Blocks until the parent closes our stdin (or kills us): a child never outlives a
@@ -136,30 +62,9 @@ struct Kid {
 
 impl Kid {
     fn spawn(child_fn: &str, role: &str, name: &str) -> Kid {
-        let exe = std::env::current_exe().expect("current_exe");
         let what = format!("child {child_fn} ({role} {name})");
-        let mut child = Command::new(exe)
-            .args(["--exact", child_fn, "--nocapture", "--test-threads=1"])
-            .env(ENV_ROLE, role)
-            .env(ENV_NAME, name)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // A child's line may follow libtest's `test NAME ... ` on the same line.
-                if let Some(at) = line.find(TAG)
-                    && tx.send(line[at + TAG.len()..].to_owned()).is_err()
-                {
-                    break;
-                }
-            }
-        });
+        let mut cmd = child_command(child_fn, role, name, "");
+        let (mut child, lines) = spawn_with_lines(&mut cmd, Stdio::piped(), Some(TAG), &what);
         Kid {
             stdin: child.stdin.take(),
             child,
@@ -237,32 +142,31 @@ impl Drop for Kid {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        for path in init_debris_of(self.pid()) {
-            let _ = std::fs::remove_file(path);
-        }
+        remove_init_debris_of(self.pid());
     }
 }
 
 /// Owns a test's names and children: on drop it SIGKILLs and reaps every child and
-/// force-removes every name, pass or fail. Declare it before any handle (locals drop
-/// in reverse order, so the handles detach first).
+/// then force-removes every name (fields drop in order), pass or fail. Declare it
+/// before any handle (locals drop in reverse order, so the handles detach first).
 struct Scene {
-    names: Vec<String>,
     kids: Vec<Kid>,
+    names: Vec<Guard>,
 }
 
 impl Scene {
     fn new() -> Scene {
         Scene {
-            names: Vec::new(),
             kids: Vec::new(),
+            names: Vec::new(),
         }
     }
 
     /// A fresh unique name, removed when the scene drops.
     fn name(&mut self, tag: &str) -> String {
-        let name = unique(tag);
-        self.names.push(name.clone());
+        let guard = Guard::new(PREFIX, tag);
+        let name = guard.name.clone();
+        self.names.push(guard);
         name
     }
 
@@ -270,15 +174,6 @@ impl Scene {
     fn spawn(&mut self, child_fn: &str, role: &str, name: &str) -> usize {
         self.kids.push(Kid::spawn(child_fn, role, name));
         self.kids.len() - 1
-    }
-}
-
-impl Drop for Scene {
-    fn drop(&mut self) {
-        self.kids.clear();
-        for name in &self.names {
-            let _ = admin::remove(name);
-        }
     }
 }
 
@@ -303,7 +198,7 @@ fn child_open_many_regions() {
     let handles: Vec<Region> = (0..DEAD_HOLDERS)
         .map(|i| Region::open(&name).unwrap_or_else(|e| panic!("open #{i}: {e}")))
         .collect();
-    report(&format!("ready {}", handles.len()));
+    say(format_args!("ready {}", handles.len()));
     block_until_stdin_closes();
     drop(handles);
 }
@@ -411,7 +306,7 @@ fn child_fork_inherited_producer() {
         // SAFETY: ends the forked child without unwinding, atexit handlers or flushes.
         unsafe { libc::_exit(code) };
     }
-    report(&format!("forked {pid}"));
+    say(format_args!("forked {pid}"));
     let mut status = 0;
     // SAFETY: waitpid on our own forked child, with a valid out pointer.
     let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
@@ -421,7 +316,7 @@ fn child_fork_inherited_producer() {
         "forked child did not exit: {status:#x}"
     );
     let code = libc::WEXITSTATUS(status);
-    report(&format!("exit {code}"));
+    say(format_args!("exit {code}"));
     assert_eq!(
         code, 0,
         "the forked child's producer() must fail with Inherited (1: wrong owner, \
@@ -451,7 +346,7 @@ fn child_fork_inherited_producer() {
     drop(other);
     drop(ring);
     assert_gone(&name);
-    report("passed");
+    say("passed");
 }
 
 #[test]
@@ -480,7 +375,7 @@ fn child_hold_region() {
         return;
     };
     let r = Region::create(&name, 4096).expect("create region");
-    report("ready");
+    say("ready");
     block_until_stdin_closes();
     drop(r);
 }
@@ -494,7 +389,7 @@ fn child_hold_ring() {
     let mut tx = ring.producer().expect("producer");
     let rx = ring.consumer().expect("consumer");
     tx.try_send(7).expect("send");
-    report("ready");
+    say("ready");
     block_until_stdin_closes();
     drop((tx, rx, ring));
 }

@@ -2,19 +2,15 @@
 //! across threads, and producers and consumers SIGKILLed in child processes.
 //!
 //! Child processes are this test binary re-executed with `--exact <child fn>`: a
-//! `child_*` test returns at once unless `TALLY_RING_TEST_ROLE` names it. Children
+//! `child_*` test returns at once unless `TALLY_TEST_ROLE` names it. Children
 //! report progress as tagged lines on stdout (`ready`, `committed N`, `reserved`,
 //! `peeked V`), which the parent reads with a deadline; nothing here sleeps in place of
 //! synchronising. Every test uses its own name and leaves nothing in /dev/shm: a
 //! [`Guard`] removes the name and a [`Kid`] SIGKILLs and reaps its child, even when an
 //! assertion fails.
 
-use std::fmt::Display;
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Barrier, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -25,76 +21,14 @@ use tally::{
     TryRecvError, TrySendError, admin,
 };
 
-// --- names and cleanup ----------------------------------------------------------------
+mod common;
+use common::{
+    Guard, Rng, TAG, assert_err, assert_gone, child_command, child_role, first_line, say,
+    shm_exists, spawn_with_lines,
+};
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A name no other test (in this or another process) uses.
-fn unique(tag: &str) -> String {
-    format!(
-        "rt-{tag}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn shm_path(name: &str) -> PathBuf {
-    PathBuf::from(format!("/dev/shm/tally.{name}"))
-}
-
-fn shm_exists(name: &str) -> bool {
-    std::fs::symlink_metadata(shm_path(name)).is_ok()
-}
-
-/// Asserts that no segment is left under `name` (P1: the last close unlinks).
-fn assert_gone(name: &str) {
-    assert!(
-        !shm_exists(name),
-        "{} is still there after every handle was dropped",
-        shm_path(name).display()
-    );
-}
-
-/// Owns a test's object name; removes it on drop, whatever happened. Declare it before
-/// the handles and children it outlives (locals drop in reverse order).
-struct Guard {
-    name: String,
-}
-
-impl Guard {
-    fn new(tag: &str) -> Self {
-        Guard { name: unique(tag) }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = admin::remove(&self.name);
-    }
-}
-
-/// Asserts that `$res` is an `Err` matching `$pat` (which may bind) and returns the
-/// error; works for `Ok` types without `Debug`.
-macro_rules! assert_err {
-    ($res:expr, $pat:pat $(if $guard:expr)?) => {
-        match $res {
-            Ok(_) => panic!(
-                "{}: expected Err({}), got Ok",
-                stringify!($res),
-                stringify!($pat)
-            ),
-            Err(e) => {
-                assert!(
-                    matches!(e, $pat $(if $guard)?),
-                    "{}: expected {}, got {e:?}",
-                    stringify!($res),
-                    stringify!($pat)
-                );
-                e
-            }
-        }
-    };
-}
+/// Prefix of this file's object names.
+const PREFIX: &str = "rt";
 
 /// (live, dead) holders of `name`, as a process holding no slot sees them.
 fn holders(name: &str) -> (usize, usize) {
@@ -105,31 +39,11 @@ fn holders(name: &str) -> (usize, usize) {
 
 // --- child processes ------------------------------------------------------------------
 
-const ENV_ROLE: &str = "TALLY_RING_TEST_ROLE";
-const ENV_NAME: &str = "TALLY_RING_TEST_NAME";
-const ENV_ARG: &str = "TALLY_RING_TEST_ARG";
-/// Marks a child's progress lines among libtest's own output.
-const TAG: &str = "@@ring-child@@ ";
-
 /// In a child started for `role`: the ring name and the numeric argument. `None` in
 /// every other process (the `child_*` test then passes at once).
 fn child_args(role: &str) -> Option<(String, u64)> {
-    if std::env::var(ENV_ROLE).ok()? != role {
-        return None;
-    }
-    let name = std::env::var(ENV_NAME).expect("child without a ring name");
-    let arg = std::env::var(ENV_ARG)
-        .expect("child without an argument")
-        .parse()
-        .expect("numeric child argument");
-    Some((name, arg))
-}
-
-/// Reports progress to the parent: one tagged line, flushed.
-fn say(msg: impl Display) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{TAG}{msg}").expect("write progress line");
-    out.flush().expect("flush progress line");
+    let (name, arg) = child_role(role)?;
+    Some((name, arg.parse().expect("numeric child argument")))
 }
 
 /// Blocks the child until it is killed.
@@ -150,30 +64,9 @@ struct Kid {
 impl Kid {
     /// Re-executes this test binary to run the test `role` against ring `name`.
     fn spawn(role: &'static str, name: &str, arg: u64) -> Kid {
-        let exe = std::env::current_exe().expect("path of the test binary");
-        let mut child = Command::new(exe)
-            .args(["--exact", role, "--nocapture", "--test-threads=1"])
-            .env(ENV_ROLE, role)
-            .env(ENV_NAME, name)
-            .env(ENV_ARG, arg.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn child {role}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // libtest may print "test child_x ... " on the same line first.
-                if let Some(at) = line.find(TAG)
-                    && tx.send(line[at + TAG.len()..].to_owned()).is_err()
-                {
-                    break;
-                }
-            }
-        });
+        let mut cmd = child_command(role, role, name, &arg.to_string());
+        let what = format!("child {role}");
+        let (child, lines) = spawn_with_lines(&mut cmd, Stdio::null(), Some(TAG), &what);
         Kid {
             role,
             child,
@@ -185,27 +78,22 @@ impl Kid {
     /// Waits for the child's next progress line starting with `word` and returns the
     /// rest of it, trimmed. Panics if the child exits first or `timeout` passes.
     fn expect(&mut self, word: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix(word) {
-                        return rest.trim().to_owned();
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                    "child {} printed no {word:?} line within {timeout:?}",
+        let found = first_line(&self.lines, timeout, |line| {
+            line.strip_prefix(word).map(|rest| rest.trim().to_owned())
+        });
+        match found {
+            Ok(rest) => rest,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                "child {} printed no {word:?} line within {timeout:?}",
+                self.role
+            ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = self.child.wait();
+                self.reaped = true;
+                panic!(
+                    "child {} exited ({status:?}) before printing {word:?}",
                     self.role
-                ),
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait();
-                    self.reaped = true;
-                    panic!(
-                        "child {} exited ({status:?}) before printing {word:?}",
-                        self.role
-                    );
-                }
+                );
             }
         }
     }
@@ -332,30 +220,12 @@ fn join_within<T>(handle: JoinHandle<T>, limit: Duration, what: &str) -> T {
         .unwrap_or_else(|_| panic!("{what}: thread panicked"))
 }
 
-/// A small deterministic generator (xorshift64*), so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 // --- 1. in-process basics -------------------------------------------------------------
 
 #[test]
 fn try_send_try_recv_keep_order_over_many_laps() {
     const TOTAL: u64 = 10_000;
-    let g = Guard::new("laps");
+    let g = Guard::new(PREFIX, "laps");
     let ring = Ring::<u64>::create(&g.name, 8).unwrap();
     assert_eq!(ring.capacity(), 8);
     let mut tx = ring.producer().unwrap();
@@ -432,7 +302,7 @@ struct Sample {
 
 #[test]
 fn reserve_commit_peek_release_in_place() {
-    let g = Guard::new("inplace");
+    let g = Guard::new(PREFIX, "inplace");
     let ring = Ring::<Sample>::create(&g.name, 4).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
@@ -479,7 +349,7 @@ fn reserve_commit_peek_release_in_place() {
 
 #[test]
 fn dropped_write_slot_publishes_nothing() {
-    let g = Guard::new("dropwrite");
+    let g = Guard::new(PREFIX, "dropwrite");
     let ring = Ring::<u64>::create(&g.name, 4).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
@@ -511,7 +381,7 @@ fn dropped_write_slot_publishes_nothing() {
 
 #[test]
 fn dropped_read_slot_leaves_the_message() {
-    let g = Guard::new("dropread");
+    let g = Guard::new(PREFIX, "dropread");
     let ring = Ring::<u64>::create(&g.name, 4).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
@@ -538,7 +408,7 @@ fn dropped_read_slot_leaves_the_message() {
 
 #[test]
 fn batches_commit_n_and_release_n() {
-    let g = Guard::new("batch");
+    let g = Guard::new(PREFIX, "batch");
     let ring = Ring::<u64>::create(&g.name, 8).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
@@ -602,7 +472,7 @@ fn batches_commit_n_and_release_n() {
 #[test]
 fn byte_ring_carries_every_length_and_refuses_longer() {
     const MAX: usize = 100;
-    let g = Guard::new("bytes");
+    let g = Guard::new(PREFIX, "bytes");
     let ring = ByteRing::create(&g.name, 3, MAX).unwrap();
     assert_eq!(ring.capacity(), 4);
     assert_eq!(ring.max_message(), MAX);
@@ -681,7 +551,7 @@ fn capacity_rounds_up_to_a_power_of_two() {
         (9, 16),
         (1000, 1024),
     ] {
-        let g = Guard::new("cap");
+        let g = Guard::new(PREFIX, "cap");
         let ring = Ring::<u64>::create(&g.name, asked).unwrap();
         assert_eq!(ring.capacity(), got, "capacity {asked}");
         // The rounded capacity is real: exactly `got` messages fit.
@@ -694,7 +564,7 @@ fn capacity_rounds_up_to_a_power_of_two() {
         drop((tx, ring));
         assert_gone(&g.name);
     }
-    let g = Guard::new("cap0");
+    let g = Guard::new(PREFIX, "cap0");
     assert_err!(Ring::<u64>::create(&g.name, 0), Error::InvalidArgument(_));
     assert_err!(
         Ring::<u64>::create(&g.name, (1 << 30) + 1),
@@ -706,7 +576,7 @@ fn capacity_rounds_up_to_a_power_of_two() {
 
 #[test]
 fn opening_with_another_payload_or_kind_is_a_typed_error() {
-    let g = Guard::new("mismatch");
+    let g = Guard::new(PREFIX, "mismatch");
     let ring = Ring::<u64>::create(&g.name, 8).unwrap();
 
     let e = assert_err!(Ring::<u32>::open(&g.name), Error::LayoutMismatch { .. });
@@ -731,7 +601,7 @@ fn opening_with_another_payload_or_kind_is_a_typed_error() {
     drop((same, ring));
     assert_gone(&g.name);
 
-    let g2 = Guard::new("mismatch-region");
+    let g2 = Guard::new(PREFIX, "mismatch-region");
     let region = Region::create(&g2.name, 4096).unwrap();
     assert_err!(
         Ring::<u64>::open(&g2.name),
@@ -748,7 +618,7 @@ fn opening_with_another_payload_or_kind_is_a_typed_error() {
 
 #[test]
 fn roles_are_exclusive_and_a_successor_resumes() {
-    let g = Guard::new("roles");
+    let g = Guard::new(PREFIX, "roles");
     let ring = Ring::<u64>::create(&g.name, 8).unwrap();
     let other = Ring::<u64>::open(&g.name).unwrap();
     let mut tx = ring.producer().unwrap();
@@ -834,7 +704,7 @@ fn roles_are_exclusive_and_a_successor_resumes() {
 
 #[test]
 fn recv_drains_then_reports_disconnected() {
-    let g = Guard::new("disc");
+    let g = Guard::new(PREFIX, "disc");
     let ring = Ring::<u64>::create(&g.name, 8).unwrap();
     let mut rx = ring.consumer().unwrap();
     let mut tx = ring.producer().unwrap();
@@ -864,7 +734,7 @@ fn recv_drains_then_reports_disconnected() {
 
 #[test]
 fn send_reports_a_gone_consumer_only_when_full() {
-    let g = Guard::new("discsend");
+    let g = Guard::new(PREFIX, "discsend");
     let ring = Ring::<u64>::create(&g.name, 2).unwrap();
     let mut tx = ring.producer().unwrap();
     let rx = ring.consumer().unwrap();
@@ -887,7 +757,7 @@ fn send_reports_a_gone_consumer_only_when_full() {
 #[test]
 fn timeouts_last_about_the_timeout() {
     const T: Duration = Duration::from_millis(300);
-    let g = Guard::new("timeout");
+    let g = Guard::new(PREFIX, "timeout");
     let ring = Ring::<u64>::create(&g.name, 2).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
@@ -925,7 +795,7 @@ fn timeouts_last_about_the_timeout() {
 
 #[test]
 fn blocked_recv_is_woken_by_a_send_from_another_thread() {
-    let g = Guard::new("wakerecv");
+    let g = Guard::new(PREFIX, "wakerecv");
     let ring = Ring::<u64>::create(&g.name, 4).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
@@ -952,7 +822,7 @@ fn blocked_recv_is_woken_by_a_send_from_another_thread() {
 
 #[test]
 fn blocked_recv_is_woken_by_the_producer_dropping() {
-    let g = Guard::new("wakedrop");
+    let g = Guard::new(PREFIX, "wakedrop");
     let ring = Ring::<u64>::create(&g.name, 4).unwrap();
     let tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
@@ -976,7 +846,7 @@ fn blocked_recv_is_woken_by_the_producer_dropping() {
 
 #[test]
 fn blocked_send_is_woken_by_a_release() {
-    let g = Guard::new("wakesend");
+    let g = Guard::new(PREFIX, "wakesend");
     let ring = Ring::<u64>::create(&g.name, 4).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
@@ -1051,7 +921,7 @@ fn child_producer_reserves_then_hangs() {
 #[test]
 fn producer_killed_mid_reservation_delivers_exactly_what_it_committed() {
     const N: u64 = 1000;
-    let g = Guard::new("prodkill");
+    let g = Guard::new(PREFIX, "prodkill");
     // Smaller than N: the child blocks on a full ring and is woken across processes.
     let ring = Ring::<u64>::create(&g.name, 64).unwrap();
     let mut rx = ring.consumer().unwrap();
@@ -1154,7 +1024,7 @@ fn child_consumer_peeks_then_hangs() {
 fn consumer_killed_holding_a_peek_leaves_the_message_for_the_next() {
     const K: u64 = 4;
     const CAP: u64 = 16;
-    let g = Guard::new("conskill");
+    let g = Guard::new(PREFIX, "conskill");
     let ring = Ring::<u64>::create(&g.name, CAP as usize).unwrap();
     let mut tx = ring.producer().unwrap();
     for v in 0..10 {
@@ -1214,7 +1084,7 @@ fn consumer_killed_holding_a_peek_leaves_the_message_for_the_next() {
 #[test]
 fn blocked_send_is_woken_by_the_consumers_death() {
     const CAP: u64 = 4;
-    let g = Guard::new("sendwake");
+    let g = Guard::new(PREFIX, "sendwake");
     let ring = Ring::<u64>::create(&g.name, CAP as usize).unwrap();
     let mut tx = ring.producer().unwrap();
     for v in 0..CAP {
@@ -1268,7 +1138,7 @@ fn child_producer_commits_one_then_hangs() {
 
 #[test]
 fn blocked_recv_is_woken_by_the_producers_death() {
-    let g = Guard::new("deathwake");
+    let g = Guard::new(PREFIX, "deathwake");
     let ring = Ring::<u64>::create(&g.name, 8).unwrap();
     let mut rx = ring.consumer().unwrap();
     let mut kid = Kid::spawn("child_producer_commits_one_then_hangs", &g.name, 77);
@@ -1301,7 +1171,7 @@ fn blocked_recv_is_woken_by_the_producers_death() {
 
 #[test]
 fn a_stopped_producer_is_not_taken_for_dead() {
-    let g = Guard::new("stopped");
+    let g = Guard::new(PREFIX, "stopped");
     let ring = Ring::<u64>::create(&g.name, 8).unwrap();
     let mut rx = ring.consumer().unwrap();
     let mut kid = Kid::spawn("child_producer_commits_one_then_hangs", &g.name, 5);
@@ -1346,7 +1216,7 @@ fn the_first_producer_claim_never_looks_like_a_disconnect() {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut rounds = 0u32;
     while Instant::now() < deadline {
-        let g = Guard::new("firstclaim");
+        let g = Guard::new(PREFIX, "firstclaim");
         let ring = Ring::<u64>::create(&g.name, 8).unwrap();
         let mut rx = ring.consumer().unwrap();
         let start = Arc::new(Barrier::new(2));
@@ -1391,7 +1261,7 @@ fn the_first_producer_claim_never_looks_like_a_disconnect() {
 fn attach_detach_in_any_order_leaves_nothing() {
     // Creator last, creator first, and roles held by the last handle to go.
     for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2]] {
-        let g = Guard::new("attach");
+        let g = Guard::new(PREFIX, "attach");
         let mut handles = vec![Some(Ring::<u64>::create(&g.name, 4).unwrap())];
         handles.push(Some(Ring::<u64>::open(&g.name).unwrap()));
         handles.push(Some(Ring::<u64>::open(&g.name).unwrap()));
@@ -1419,7 +1289,7 @@ fn attach_detach_in_any_order_leaves_nothing() {
     }
 
     // A role handle keeps the segment alive after its Ring is dropped.
-    let g = Guard::new("attach-role");
+    let g = Guard::new(PREFIX, "attach-role");
     let ring = ByteRing::create(&g.name, 4, 16).unwrap();
     let mut tx = ring.producer().unwrap();
     drop(ring);
@@ -1441,7 +1311,7 @@ fn attach_detach_in_any_order_leaves_nothing() {
 /// own lock: a handle's `info()` reports its own holder as dead.
 #[test]
 fn info_shows_the_callers_own_holder_alive() {
-    let g = Guard::new("info");
+    let g = Guard::new(PREFIX, "info");
     let ring = Ring::<u64>::create(&g.name, 4).unwrap();
     let other = Ring::<u64>::open(&g.name).unwrap();
     let info = ring.info();

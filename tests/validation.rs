@@ -11,10 +11,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tally::{Error, Kind, Options, Region, admin};
+
+mod common;
+use common::{Rng, assert_err, shm_path, unique};
+
+/// Prefix of this file's object names.
+const PREFIX: &str = "vt";
 
 // Header layout (src/segment/layout.rs, `Header`, repr(C)).
 const OFF_MAGIC: u64 = 0;
@@ -38,21 +43,6 @@ const STATE_REMOVED: u32 = 4;
 
 const REGION_LEN: usize = 4096;
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A name no other test (in this or another process) uses.
-fn unique(tag: &str) -> String {
-    format!(
-        "vt-{tag}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn shm_path(name: &str) -> PathBuf {
-    PathBuf::from(format!("/dev/shm/tally.{name}"))
-}
-
 /// Removes whatever is left under a name (file, symlink, directory, fifo) and any extra
 /// paths, even when the test fails. Declare it before the handles it outlives.
 struct Shm {
@@ -63,7 +53,7 @@ struct Shm {
 impl Shm {
     fn new(tag: &str) -> Self {
         Shm {
-            name: unique(tag),
+            name: unique(PREFIX, tag),
             extra: Vec::new(),
         }
     }
@@ -127,50 +117,6 @@ fn read_u32(path: &Path, offset: u64) -> u32 {
 
 fn read_u64(path: &Path, offset: u64) -> u64 {
     u64::from_ne_bytes(read_at(path, offset, 8).try_into().unwrap())
-}
-
-/// Asserts that `$res` is an `Err` matching `$pat` and returns the error.
-macro_rules! assert_err {
-    ($res:expr, $pat:pat $(if $guard:expr)?) => {
-        match $res {
-            Ok(_) => panic!(
-                "{}: expected {}, got Ok",
-                stringify!($res),
-                stringify!($pat)
-            ),
-            Err(e) => {
-                assert!(
-                    matches!(e, $pat $(if $guard)?),
-                    "{}: expected {}, got {e:?}",
-                    stringify!($res),
-                    stringify!($pat)
-                );
-                e
-            }
-        }
-    };
-}
-
-/// A small deterministic generator (xorshift64*), so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
 }
 
 /// The bytes of a freshly created, valid region segment (its creator has left: the
