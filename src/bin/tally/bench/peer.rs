@@ -176,6 +176,9 @@ pub fn run(a: PeerArgs) -> Result<(), BenchError> {
 /// The producer of a throughput run: sends sequence-numbered payloads for `seconds`,
 /// then drops the producer so the consumer sees `Disconnected`.
 fn stream(a: &PeerArgs) -> Result<(), BenchError> {
+    if a.payload == 8 {
+        return stream_u64(a);
+    }
     let ring = ByteRing::open(&a.name)?;
     let mut tx = ring.producer()?;
     ready()?;
@@ -221,5 +224,45 @@ fn stream(a: &PeerArgs) -> Result<(), BenchError> {
     }
     // Keep the checksum honest: nothing here is optimised away.
     std::hint::black_box(read_payload(&local));
+    Ok(())
+}
+
+/// The producer of an 8-byte stream: a typed `Ring<u64>` whose value is the sequence
+/// number (the whole payload).
+fn stream_u64(a: &PeerArgs) -> Result<(), BenchError> {
+    let ring = Ring::<u64>::open(&a.name)?;
+    let mut tx = ring.producer()?;
+    ready()?;
+    let end = Instant::now() + Duration::from_secs_f64(a.seconds);
+    let mut seq = 0u64;
+    'outer: loop {
+        for _ in 0..64 {
+            let sent = match a.mode {
+                Mode::StreamBatch => tx.reserve_many(a.batch).map(|mut batch| {
+                    let n = batch.len() as u64;
+                    batch.fill_with(|i| seq + i as u64);
+                    batch.commit();
+                    n
+                }),
+                Mode::StreamCopy => tx.try_send(seq).map(|()| 1).map_err(|e| match e {
+                    tally::TrySendError::Full(_) => ReserveError::Full,
+                    tally::TrySendError::Disconnected(_) => ReserveError::Disconnected,
+                }),
+                _ => tx.reserve().map(|mut slot| {
+                    *slot = seq;
+                    slot.commit();
+                    1
+                }),
+            };
+            match sent {
+                Ok(n) => seq += n,
+                Err(ReserveError::Full) => std::hint::spin_loop(),
+                Err(_) => break 'outer,
+            }
+        }
+        if Instant::now() >= end {
+            break;
+        }
+    }
     Ok(())
 }

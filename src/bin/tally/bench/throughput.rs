@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use tally::{ByteRing, TryRecvError};
+use tally::{ByteRing, Ring, TryRecvError};
 
 use super::{BenchArgs, BenchError, Mode, Peer, bench_name, read_payload};
 
@@ -45,63 +45,129 @@ fn capacity(payload: usize) -> usize {
     (RING_BYTES / payload).clamp(4, 4096)
 }
 
-/// The consumer side: receives until the producer leaves, verifying every sequence
-/// number; the rate is counted from the first message to the last.
-fn stream(mode: Mode, args: &BenchArgs, cpus: (usize, usize)) -> Result<Run, BenchError> {
+/// The consumer side of an 8-byte stream (see `stream`).
+fn stream_u64(mode: Mode, args: &BenchArgs, cpus: (usize, usize)) -> Result<Run, BenchError> {
     let name = bench_name("stream");
-    let ring = ByteRing::create(&name, capacity(args.payload), args.payload)?;
+    let ring = Ring::<u64>::create(&name, capacity(args.payload))?;
     let mut rx = ring.consumer()?;
-    let peer = Peer::spawn(
+    let peer = spawn_producer(mode, &name, args, cpus)?;
+    let mut t = Tally::new();
+    loop {
+        let got = match mode {
+            Mode::StreamBatch => rx.peek_many(BATCH).map(|batch| {
+                for i in 0..batch.len() {
+                    t.check(*batch.get(i));
+                }
+                batch.release();
+            }),
+            Mode::StreamCopy => rx.try_recv().map(|v| t.check(v)),
+            _ => rx.peek().map(|msg| {
+                t.check(*msg);
+                msg.release();
+            }),
+        };
+        match got {
+            Ok(()) => {
+                t.first.get_or_insert_with(Instant::now);
+            }
+            Err(TryRecvError::Empty) => std::hint::spin_loop(),
+            Err(TryRecvError::Disconnected) => break,
+        }
+    }
+    peer.finish()?;
+    Ok(t.finish())
+}
+
+/// Counts messages and sequence errors on the consumer side; the rate runs from the
+/// first message to the last.
+struct Tally {
+    expect: u64,
+    errors: u64,
+    first: Option<Instant>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            expect: 0,
+            errors: 0,
+            first: None,
+        }
+    }
+
+    #[inline]
+    fn check(&mut self, seq: u64) {
+        if seq != self.expect {
+            self.errors += 1;
+        }
+        self.expect = seq + 1;
+    }
+
+    fn finish(self) -> Run {
+        Run {
+            msgs: self.expect,
+            seconds: self.first.map_or(0.0, |t| t.elapsed().as_secs_f64()),
+            errors: self.errors,
+        }
+    }
+}
+
+fn spawn_producer(
+    mode: Mode,
+    name: &str,
+    args: &BenchArgs,
+    cpus: (usize, usize),
+) -> Result<Peer, BenchError> {
+    Peer::spawn(
         mode,
-        &name,
+        name,
         args.payload,
         cpus.1,
         &[
             ("seconds", args.seconds.to_string()),
             ("batch", BATCH.to_string()),
         ],
-    )?;
-    let mut expect = 0u64;
-    let mut errors = 0u64;
-    let mut first: Option<Instant> = None;
-    let mut check = |seq: u64, expect: &mut u64| {
-        if seq != *expect {
-            errors += 1;
-        }
-        *expect = seq + 1;
-    };
+    )
+}
+
+/// An 8-byte payload streams through a typed `Ring<u64>` (four messages per cache
+/// line), as in the latency run; larger payloads through a `ByteRing`.
+fn stream(mode: Mode, args: &BenchArgs, cpus: (usize, usize)) -> Result<Run, BenchError> {
+    if args.payload == 8 {
+        return stream_u64(mode, args, cpus);
+    }
+    let name = bench_name("stream");
+    let ring = ByteRing::create(&name, capacity(args.payload), args.payload)?;
+    let mut rx = ring.consumer()?;
+    let peer = spawn_producer(mode, &name, args, cpus)?;
+    let mut t = Tally::new();
     let mut buf = Vec::with_capacity(args.payload);
     loop {
         let got = match mode {
             Mode::StreamBatch => rx.peek_many(BATCH).map(|batch| {
                 for i in 0..batch.len() {
-                    check(read_payload(batch.get(i)), &mut expect);
+                    t.check(read_payload(batch.get(i)));
                 }
                 batch.release();
             }),
             Mode::StreamCopy => rx
                 .try_recv_into(&mut buf)
-                .map(|()| check(read_payload(&buf), &mut expect)),
+                .map(|()| t.check(read_payload(&buf))),
             _ => rx.peek().map(|msg| {
-                check(read_payload(&msg), &mut expect);
+                t.check(read_payload(&msg));
                 msg.release();
             }),
         };
         match got {
             Ok(()) => {
-                first.get_or_insert_with(Instant::now);
+                t.first.get_or_insert_with(Instant::now);
             }
             Err(TryRecvError::Empty) => std::hint::spin_loop(),
             Err(TryRecvError::Disconnected) => break,
         }
     }
-    let seconds = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
     peer.finish()?;
-    Ok(Run {
-        msgs: expect,
-        seconds,
-        errors,
-    })
+    Ok(t.finish())
 }
 
 pub fn to_json(r: &Report, args: &BenchArgs) -> Value {
@@ -123,8 +189,13 @@ pub fn to_json(r: &Report, args: &BenchArgs) -> Value {
 
 pub fn print(r: &Report, args: &BenchArgs, cpus: (usize, usize)) {
     println!(
-        "throughput: {} B payload, {} s per run, {} slots, CPUs {},{}; the consumer verifies every sequence number",
+        "throughput: {} B payload ({}), {} s per run, {} slots, CPUs {},{}; the consumer verifies every sequence number",
         args.payload,
+        if args.payload == 8 {
+            "tally: Ring<u64>"
+        } else {
+            "tally: ByteRing"
+        },
         args.seconds,
         capacity(args.payload),
         cpus.0,
