@@ -40,7 +40,7 @@ def table(b, machine):
             "| | msgs/s | GB/s |", "|---|---|---|",
             f"| zero-copy `reserve`/`commit`, `peek`/`release` | {thr['msgs_per_s'] / 1e6:.1f} M | {thr['bytes_per_s'] / 1e9:.2f} |",
             f"| zero-copy batches of {thr['batch_size']} | {thr['batch_msgs_per_s'] / 1e6:.1f} M | {thr['batch_bytes_per_s'] / 1e9:.2f} |",
-            f"| copying `try_send`/`try_recv_into` | {thr['copy_msgs_per_s'] / 1e6:.1f} M | {thr['copy_bytes_per_s'] / 1e9:.2f} |"]
+            f"| copying `try_send`/`try_recv` | {thr['copy_msgs_per_s'] / 1e6:.1f} M | {thr['copy_bytes_per_s'] / 1e9:.2f} |"]
     return "\n".join(out)
 
 
