@@ -226,7 +226,21 @@ impl Shared {
         }
         cur.park();
         self.release_role(Role::Producer);
-        sys::futex_wake(self.view.seq(cur.tail), u32::MAX);
+        let seq = self.view.seq(cur.tail);
+        // A consumer about to sleep on this slot's seq word must not miss the wake. If
+        // the slot is free (the ring is not full), change the word to the value of a
+        // position 2^31 ahead: never "committed" for any position near head (capacity
+        // divides 2^31), and the next producer overwrites it. The change makes a
+        // `futex_wait` on the old value return at once.
+        if cur.tail.wrapping_sub(self.view.load_head()) < self.view.geo.capacity {
+            // SYNC POINT: Release pairs with the sleeper's Acquire load of this word,
+            // after which it sees the role vacated by `release_role` above.
+            seq.store(
+                RingView::committed_seq(cur.tail) ^ (1 << 31),
+                Ordering::Release,
+            );
+        }
+        sys::futex_wake(seq, u32::MAX);
     }
 
     /// A consumer handle leaves: release the role and wake a producer asleep for space.
