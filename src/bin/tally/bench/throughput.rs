@@ -51,29 +51,19 @@ fn stream_u64(mode: Mode, args: &BenchArgs, cpus: (usize, usize)) -> Result<Run,
     let ring = Ring::<u64>::create(&name, capacity(args.payload))?;
     let mut rx = ring.consumer()?;
     let peer = spawn_producer(mode, &name, args, cpus)?;
-    let mut t = Tally::new();
-    loop {
-        let got = match mode {
-            Mode::StreamBatch => rx.peek_many(BATCH).map(|batch| {
-                for i in 0..batch.len() {
-                    t.check(*batch.get(i));
-                }
-                batch.release();
-            }),
-            Mode::StreamCopy => rx.try_recv().map(|v| t.check(v)),
-            _ => rx.peek().map(|msg| {
-                t.check(*msg);
-                msg.release();
-            }),
-        };
-        match got {
-            Ok(()) => {
-                t.first.get_or_insert_with(Instant::now);
+    let t = drain(|t| match mode {
+        Mode::StreamBatch => rx.peek_many(BATCH).map(|batch| {
+            for i in 0..batch.len() {
+                t.check(*batch.get(i));
             }
-            Err(TryRecvError::Empty) => std::hint::spin_loop(),
-            Err(TryRecvError::Disconnected) => break,
-        }
-    }
+            batch.release();
+        }),
+        Mode::StreamCopy => rx.try_recv().map(|v| t.check(v)),
+        _ => rx.peek().map(|msg| {
+            t.check(*msg);
+            msg.release();
+        }),
+    });
     peer.finish()?;
     Ok(t.finish())
 }
@@ -112,6 +102,20 @@ impl Tally {
     }
 }
 
+/// Polls `next` until the producer has gone, spinning while the ring is empty.
+fn drain(mut next: impl FnMut(&mut Tally) -> Result<(), TryRecvError>) -> Tally {
+    let mut t = Tally::new();
+    loop {
+        match next(&mut t) {
+            Ok(()) => {
+                t.first.get_or_insert_with(Instant::now);
+            }
+            Err(TryRecvError::Empty) => std::hint::spin_loop(),
+            Err(TryRecvError::Disconnected) => return t,
+        }
+    }
+}
+
 fn spawn_producer(
     mode: Mode,
     name: &str,
@@ -140,32 +144,22 @@ fn stream(mode: Mode, args: &BenchArgs, cpus: (usize, usize)) -> Result<Run, Ben
     let ring = ByteRing::create(&name, capacity(args.payload), args.payload)?;
     let mut rx = ring.consumer()?;
     let peer = spawn_producer(mode, &name, args, cpus)?;
-    let mut t = Tally::new();
     let mut buf = Vec::with_capacity(args.payload);
-    loop {
-        let got = match mode {
-            Mode::StreamBatch => rx.peek_many(BATCH).map(|batch| {
-                for i in 0..batch.len() {
-                    t.check(read_payload(batch.get(i)));
-                }
-                batch.release();
-            }),
-            Mode::StreamCopy => rx
-                .try_recv_into(&mut buf)
-                .map(|()| t.check(read_payload(&buf))),
-            _ => rx.peek().map(|msg| {
-                t.check(read_payload(&msg));
-                msg.release();
-            }),
-        };
-        match got {
-            Ok(()) => {
-                t.first.get_or_insert_with(Instant::now);
+    let t = drain(|t| match mode {
+        Mode::StreamBatch => rx.peek_many(BATCH).map(|batch| {
+            for i in 0..batch.len() {
+                t.check(read_payload(batch.get(i)));
             }
-            Err(TryRecvError::Empty) => std::hint::spin_loop(),
-            Err(TryRecvError::Disconnected) => break,
-        }
-    }
+            batch.release();
+        }),
+        Mode::StreamCopy => rx
+            .try_recv_into(&mut buf)
+            .map(|()| t.check(read_payload(&buf))),
+        _ => rx.peek().map(|msg| {
+            t.check(read_payload(&msg));
+            msg.release();
+        }),
+    });
     peer.finish()?;
     Ok(t.finish())
 }
