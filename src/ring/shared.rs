@@ -225,19 +225,29 @@ impl Shared {
             return;
         }
         cur.park();
-        self.release_role(Role::Producer);
+        // A consumer about to sleep on the seq word of the slot at tail must not miss
+        // this wake. If that slot is free (the ring is not full), change the word to the
+        // value of the position 2^31 ahead: never "committed" for any position near
+        // head (capacity divides 2^31), and the next producer overwrites it. The change
+        // makes a `futex_wait` on the old value return at once.
+        //
+        // Read the word while we still hold the role, and change it after releasing
+        // only if it is unchanged: a successor that claimed the role in between may
+        // already have committed this very position, and must not lose it.
         let seq = self.view.seq(cur.tail);
-        // A consumer about to sleep on this slot's seq word must not miss the wake. If
-        // the slot is free (the ring is not full), change the word to the value of a
-        // position 2^31 ahead: never "committed" for any position near head (capacity
-        // divides 2^31), and the next producer overwrites it. The change makes a
-        // `futex_wait` on the old value return at once.
-        if cur.tail.wrapping_sub(self.view.load_head()) < self.view.geo.capacity {
+        let free = cur.tail.wrapping_sub(self.view.load_head()) < self.view.geo.capacity;
+        let before = seq.load(Ordering::Relaxed);
+        self.release_role(Role::Producer);
+        if free {
             // SYNC POINT: Release pairs with the sleeper's Acquire load of this word,
-            // after which it sees the role vacated by `release_role` above.
-            seq.store(
+            // after which it sees the role vacated by `release_role` above. No ABA: a
+            // successor's commit stores tail+1, which `before` (a previous lap's value,
+            // 0 or an earlier marker) never is.
+            let _ = seq.compare_exchange(
+                before,
                 RingView::committed_seq(cur.tail) ^ (1 << 31),
                 Ordering::Release,
+                Ordering::Relaxed,
             );
         }
         sys::futex_wake(seq, u32::MAX);
@@ -254,7 +264,8 @@ impl Shared {
         // SYNC POINT: Release pairs with the Acquire load of `released` in
         // `sleep_space`, whose re-check then sees the role vacant. Changing the word
         // also keeps a producer that is about to sleep on its old value awake.
-        released.fetch_add(1 << 31, Ordering::Release);
+        // 2^31 + 1, so two leaves in a row do not restore the value either.
+        released.fetch_add((1 << 31) + 1, Ordering::Release);
         sys::futex_wake(released, u32::MAX);
     }
 
