@@ -7,11 +7,35 @@ use super::error::{RecvTimeoutError, ReserveError, TryRecvError};
 use super::shared::{Role, Shared, Wait, deadline_after};
 use crate::error::{Error, Result};
 use crate::objects::ring::endpoint::{ConsumerCursor, ProducerCursor};
-use crate::objects::ring::{FLAVOR_BYTES, Geometry};
+use crate::objects::ring::{FLAVOR_BYTES, Geometry, RingView};
 use crate::segment::{Fingerprint, Options, SegmentInfo, SweepOutcome};
 
 /// Payload header of a byte slot: the message length, padded to 8.
 const LEN_PREFIX: usize = 8;
+
+/// Writes the length prefix of the slot of `pos`.
+///
+/// # Safety
+/// The slot of `pos` must be reserved by the caller and not yet committed.
+#[inline]
+unsafe fn write_len(view: &RingView, pos: u64, len: usize) {
+    // SAFETY: the caller owns the slot; the prefix is the payload's first, 8-aligned
+    // bytes.
+    unsafe { (view.payload(pos) as *mut u32).write(len as u32) };
+}
+
+/// The length of the committed message at `pos`. A hostile length is clamped to the
+/// slot: wrong data, never an out-of-bounds read (P6).
+///
+/// # Safety
+/// `pos` must be committed (its seq seen with Acquire) and not yet released.
+#[inline]
+unsafe fn read_len(view: &RingView, pos: u64) -> usize {
+    // SAFETY: committed, so the prefix was written before the seq we acquired, and
+    // the producer does not touch the slot until it is released.
+    let len = unsafe { (view.payload(pos) as *const u32).read() } as usize;
+    len.min(view.geo.payload_size - LEN_PREFIX)
+}
 
 /// A named SPSC ring of byte messages of up to `max_message` bytes each.
 ///
@@ -145,15 +169,21 @@ impl ByteProducer {
         self.cursor.view.geo.payload_size - LEN_PREFIX
     }
 
-    /// Reserves a slot for a message of exactly `len` bytes, to be written in place.
     #[inline]
-    pub fn reserve(&mut self, len: usize) -> Result<ByteWriteSlot<'_>, ReserveError> {
+    fn check_len(&self, len: usize) -> Result<(), ReserveError> {
         if len > self.max() {
             return Err(ReserveError::TooLong {
                 len,
                 max: self.max(),
             });
         }
+        Ok(())
+    }
+
+    /// Reserves a slot for a message of exactly `len` bytes, to be written in place.
+    #[inline]
+    pub fn reserve(&mut self, len: usize) -> Result<ByteWriteSlot<'_>, ReserveError> {
+        self.check_len(len)?;
         if self.cursor.free(1) == 0 {
             return Err(self.shared.full_error());
         }
@@ -171,12 +201,7 @@ impl ByteProducer {
         max: usize,
         len: usize,
     ) -> Result<ByteWriteBatch<'_>, ReserveError> {
-        if len > self.max() {
-            return Err(ReserveError::TooLong {
-                len,
-                max: self.max(),
-            });
-        }
+        self.check_len(len)?;
         let n = self.cursor.free(max as u64).min(max as u64);
         if n == 0 {
             return Err(self.shared.full_error());
@@ -243,12 +268,10 @@ impl ByteWriteSlot<'_> {
     /// Publishes the message.
     #[inline]
     pub fn commit(self) {
-        let view = &self.producer.cursor.view;
-        let payload = view.payload(self.producer.cursor.tail);
-        // SAFETY: the slot is reserved and ours; the length prefix is the first 4 of
-        // the payload's bytes, 8-aligned.
-        unsafe { (payload as *mut u32).write(self.len as u32) };
-        self.producer.cursor.commit(1);
+        let cursor = &mut self.producer.cursor;
+        // SAFETY: the slot at tail is reserved by this slot guard and not committed.
+        unsafe { write_len(&cursor.view, cursor.tail, self.len) };
+        cursor.commit(1);
     }
 }
 
@@ -310,10 +333,8 @@ impl ByteWriteBatch<'_> {
         let (count, len) = (self.count, self.msg_len);
         let cursor = &mut self.producer.cursor;
         for i in 0..count as u64 {
-            // SAFETY: reserved and ours; the 8-aligned length prefix is in the slot.
-            unsafe {
-                (cursor.view.payload(cursor.tail.wrapping_add(i)) as *mut u32).write(len as u32)
-            };
+            // SAFETY: the batch reserved these slots and none is committed yet.
+            unsafe { write_len(&cursor.view, cursor.tail.wrapping_add(i), len) };
         }
         cursor.commit(count as u64);
     }
@@ -335,11 +356,8 @@ impl ByteConsumer {
         if !self.cursor.view.is_committed(self.cursor.head) {
             return Err(self.shared.empty_error(&self.cursor));
         }
-        let p = self.cursor.view.payload(self.cursor.head);
-        // SAFETY: committed, so the prefix was written before the seq we acquired.
-        let len = unsafe { (p as *const u32).read() } as usize;
-        // A hostile length is clamped to the slot: wrong data, never an out-of-bounds read.
-        let len = len.min(self.cursor.view.geo.payload_size - LEN_PREFIX);
+        // SAFETY: committed (checked just above) and not released.
+        let len = unsafe { read_len(&self.cursor.view, self.cursor.head) };
         Ok(ByteReadSlot {
             consumer: self,
             len,
@@ -470,12 +488,11 @@ impl ByteReadBatch<'_> {
             self.count
         );
         let view = &self.consumer.cursor.view;
-        let p = view.payload(self.consumer.cursor.head.wrapping_add(i as u64));
-        // SAFETY: committed (seen by `available`) and unreleased; the prefix precedes it.
-        let len = unsafe { (p as *const u32).read() } as usize;
-        let len = len.min(view.geo.payload_size - LEN_PREFIX);
-        // SAFETY: len clamped to the slot.
-        unsafe { std::slice::from_raw_parts(p.add(LEN_PREFIX), len) }
+        let pos = self.consumer.cursor.head.wrapping_add(i as u64);
+        // SAFETY: committed (seen by `available`) and not released.
+        let len = unsafe { read_len(view, pos) };
+        // SAFETY: len is clamped to the slot, which stays unwritten until release.
+        unsafe { std::slice::from_raw_parts(view.payload(pos).add(LEN_PREFIX), len) }
     }
 
     /// Frees every message of the batch.

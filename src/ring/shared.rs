@@ -335,7 +335,7 @@ impl Shared {
             if let Some(w) = outcome {
                 return w;
             }
-            if view_committed(&self.view, cur.head) {
+            if self.view.is_committed(cur.head) {
                 return Wait::Retry;
             }
         }
@@ -393,10 +393,6 @@ impl Shared {
             }
         }
     }
-}
-
-fn view_committed(view: &RingView, pos: u64) -> bool {
-    view.is_committed(pos)
 }
 
 /// The next sleep: at most one SLICE, at most until the deadline; None if it passed.

@@ -422,8 +422,10 @@ impl Mapped {
         }
     }
 
-    /// Describes the segment (taking no lock: values may be mid-change).
-    pub(crate) fn info(&self) -> SegmentInfo {
+    /// Describes the segment (taking no lock: values may be mid-change). `own` is the
+    /// caller's slot, alive by definition: a lock probe through our own open file
+    /// description cannot see our own lock (the sweep treats it the same way).
+    pub(crate) fn info(&self, own: Option<u32>) -> SegmentInfo {
         let h = self.header();
         let id = sys::fstat(&self.file).ok();
         let holders = (0..self.layout.table_capacity)
@@ -433,7 +435,7 @@ impl Mapped {
                     slot,
                     pid: r.pid.load(Ordering::Relaxed),
                     start_ticks: r.start_ticks.load(Ordering::Relaxed),
-                    alive: self.slot_alive(slot),
+                    alive: own == Some(slot) || self.slot_alive(slot),
                     attached_unix_ms: r.attached_unix_ms.load(Ordering::Relaxed),
                 })
             })
@@ -617,8 +619,8 @@ impl Segment {
             Error::InvalidArgument(format!("object of {} bytes is too large", spec.object_len))
         })?;
         sweep_init_debris();
-        let (temp, mut mapped) = build_temp(name, &os_name, &layout, spec, opts)?;
-        let guard = scopeguard(&temp);
+        let (temp, mut mapped) = build_temp(name, &layout, spec, opts)?;
+        let guard = TempName(&temp);
         // The creator holds the admin lock of its temporary file from here on.
         let admin = mapped.lock_admin(opts.timeout)?;
         create_step(3);
@@ -793,16 +795,9 @@ impl Segment {
         Ok(admin.sweep(Some(self.slot), self.recover))
     }
 
-    /// Describes the segment. Our own slot is alive by definition: a lock probe through
-    /// our own open file description cannot see our own lock.
+    /// Describes the segment.
     pub(crate) fn info(&self) -> SegmentInfo {
-        let mut info = self.mapped.info();
-        for h in &mut info.holders {
-            if h.slot == self.slot {
-                h.alive = true;
-            }
-        }
-        info
+        self.mapped.info(Some(self.slot))
     }
 
     fn detach(&mut self) {
@@ -838,14 +833,10 @@ impl Drop for TempName<'_> {
         let _ = sys::unlink(self.0);
     }
 }
-fn scopeguard(name: &str) -> TempName<'_> {
-    TempName(name)
-}
 
 /// Creates, sizes, maps and initialises a segment under a fresh temporary name.
 fn build_temp(
     name: &str,
-    _os_name: &str,
     layout: &Layout,
     spec: &ObjectSpec<'_>,
     opts: &Options,
@@ -871,7 +862,7 @@ fn build_temp(
     if !locked || !still_ours {
         drop(file);
         std::mem::forget(cleanup); // the name is not ours to unlink any more
-        return build_temp(name, _os_name, layout, spec, opts);
+        return build_temp(name, layout, spec, opts);
     }
     create_step(1);
     if let Err(e) = sys::reserve(&file, layout.total_len as u64) {
@@ -994,7 +985,7 @@ pub(crate) mod admin {
     /// Describes `name`.
     pub(crate) fn inspect(name: &str, opts: &Options) -> Result<SegmentInfo> {
         let os = os_name(name)?;
-        Ok(Mapped::open(name, &os, opts)?.info())
+        Ok(Mapped::open(name, &os, opts)?.info(None))
     }
 
     /// Sweeps `name`: reclaims dead holders, unlinks it if none is left alive.

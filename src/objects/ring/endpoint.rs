@@ -74,6 +74,7 @@ impl ProducerCursor {
 
     /// Records where this producer stopped, for a successor. Called when the role is
     /// released; after a crash the sweep recomputes it from the seq words instead.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn park(&self) {
         self.view.store_tail(self.tail);
     }
