@@ -22,7 +22,7 @@ pub mod segment;
 mod segment {
     pub(crate) mod heap;
 }
-pub(crate) mod sync;
+pub(crate) mod atomics;
 #[cfg(not(loom))]
 mod sys;
 

@@ -94,11 +94,11 @@ impl Proc {
         }
     }
 
-    /// `tally hold NAME --create-bytes BYTES`.
+    /// A process that holds `name` (opening or creating a `bytes`-byte region) until
+    /// its stdin ends, like `tally hold NAME --create-bytes BYTES`.
     fn holder(name: &str, bytes: usize) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
-        cmd.args(["hold", name, "--create-bytes", &bytes.to_string()]);
-        Proc::spawn(cmd, format!("`tally hold {name}`"))
+        let cmd = child_command("child_hold", "hold", name, &bytes.to_string());
+        Proc::spawn(cmd, format!("holder of {name}"))
     }
 
     /// This test binary, running only the test `test` in role `role`.
@@ -244,6 +244,24 @@ fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T
 
 // ---------------------------------------------------------------------------------
 // P1: last close destroys.
+
+/// Child role `hold`: open or create the region, say `ready`, hold it until stdin ends.
+#[test]
+fn child_hold() {
+    let Some((name, bytes)) = child_role("hold") else {
+        return;
+    };
+    let bytes: usize = bytes.parse().expect("region size");
+    let (region, _) =
+        Region::open_or_create(&name, bytes, &Options::default()).expect("hold: open_or_create");
+    let mut out = std::io::stdout();
+    writeln!(out, "ready")
+        .and_then(|()| out.flush())
+        .expect("say ready");
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    drop(region);
+}
 
 #[test]
 fn p1_last_clean_exit_of_many_holders_unlinks() {

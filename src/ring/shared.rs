@@ -138,7 +138,7 @@ impl Shared {
         Ok((Self::attach(seg, &geo, created)?, created))
     }
 
-    fn role_words(&self, role: Role) -> (&crate::sync::AtomicU32, &crate::sync::AtomicU32) {
+    fn role_words(&self, role: Role) -> (&crate::atomics::AtomicU32, &crate::atomics::AtomicU32) {
         let ctl = &self.view.header().ctl;
         match role {
             Role::Producer => (&ctl.producer, &ctl.producer_gen),
@@ -306,7 +306,7 @@ impl Shared {
     fn sleep_data(
         &self,
         cur: &ConsumerCursor,
-        seq: &crate::sync::AtomicU32,
+        seq: &crate::atomics::AtomicU32,
         deadline: Option<Instant>,
     ) -> Wait {
         let flag = &self.view.header().wait.consumer_waiting;

@@ -3,7 +3,7 @@
 //! handle layer; these return "would block" and let it decide.
 
 use super::{RingView, VACANT};
-use crate::sync::Ordering;
+use crate::atomics::Ordering;
 
 /// The producer's private cursor.
 pub(crate) struct ProducerCursor {
@@ -139,7 +139,10 @@ impl ConsumerCursor {
 #[cfg_attr(loom, allow(dead_code))]
 /// Whether a role word says the role was held once and is vacant now.
 #[inline]
-pub(crate) fn role_vacated(role: &crate::sync::AtomicU32, gen_: &crate::sync::AtomicU32) -> bool {
+pub(crate) fn role_vacated(
+    role: &crate::atomics::AtomicU32,
+    gen_: &crate::atomics::AtomicU32,
+) -> bool {
     // The claim count first: a claimant bumps it (Release) after taking the role word,
     // so a count seen > 0 means the role load below sees that claim or a later release.
     // Loading the role first could pair "vacant, before the first claim" with "count 1".

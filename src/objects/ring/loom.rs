@@ -93,7 +93,7 @@ fn loom_recovery_finds_the_committed_frontier() {
         let m = model(4);
         let ctl = &m.view.header().ctl;
         // Holder slot 0 holds the producer role.
-        ctl.producer.store(1, crate::sync::Ordering::Relaxed);
+        ctl.producer.store(1, crate::atomics::Ordering::Relaxed);
         let mp = m.clone();
         let producer = thread::spawn(move || {
             let mut p = ProducerCursor::resume(mp.view);
@@ -111,7 +111,7 @@ fn loom_recovery_finds_the_committed_frontier() {
         producer.join().unwrap();
         recover(&m.view, 0);
         assert_eq!(
-            ctl.producer.load(crate::sync::Ordering::Relaxed),
+            ctl.producer.load(crate::atomics::Ordering::Relaxed),
             super::VACANT
         );
         let successor = ProducerCursor::resume(m.view);

@@ -36,7 +36,7 @@ mod loom;
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::atomics::{AtomicU32, AtomicU64, Ordering};
 
 /// `b"TALLYRNG"`.
 pub(crate) const RING_MAGIC: u64 = u64::from_le_bytes(*b"TALLYRNG");

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 use common::{forward_lines, shm_path, unique, wait_within};
 

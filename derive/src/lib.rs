@@ -1,0 +1,1 @@
+//! `#[derive(Message)]` for tally-ipc payload types.

@@ -1,0 +1,74 @@
+//! What `tally ls`/`inspect` and a sweep report about a segment.
+
+use super::*;
+
+/// Outcome of a sweep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepOutcome {
+    /// Dead holders whose slots were reclaimed.
+    pub reclaimed: u32,
+    /// Live holders that remain (including the caller's own slot).
+    pub live: u32,
+    /// Whether the segment had no live holder and was unlinked.
+    pub unlinked: bool,
+}
+
+/// One holder, as `tally inspect` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HolderInfo {
+    /// Slot index in the table.
+    pub slot: u32,
+    /// Pid recorded at attach (diagnostic only).
+    pub pid: u32,
+    /// Process start time in clock ticks since boot, recorded at attach.
+    pub start_ticks: u64,
+    /// Whether the kernel still holds the holder's liveness lock.
+    pub alive: bool,
+    /// When it attached, ms since the Unix epoch.
+    pub attached_unix_ms: u64,
+}
+
+/// A read-only description of a segment.
+#[derive(Clone, Debug)]
+pub struct SegmentInfo {
+    /// Object name (without the `tally.` prefix).
+    pub name: String,
+    /// Object kind.
+    pub kind: Kind,
+    /// Total bytes of the segment.
+    pub size_bytes: u64,
+    /// Bytes of the object area.
+    pub object_bytes: u64,
+    /// The refcount word as stored.
+    pub refcount: u32,
+    /// `ready`, `destroying`, `removed`, ...
+    pub state: &'static str,
+    /// Payload type name from the fingerprint.
+    pub payload_type: String,
+    /// Payload type size.
+    pub payload_size: u32,
+    /// Holder-table capacity.
+    pub table_capacity: u32,
+    /// Owner uid and mode of the file.
+    pub owner_uid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Pid that created it.
+    pub creator_pid: u32,
+    /// Creation time, ms since the Unix epoch.
+    pub created_unix_ms: u64,
+    /// Dead holders reclaimed over its life.
+    pub reclaimed_total: u64,
+    /// Every used slot of the holder table.
+    pub holders: Vec<HolderInfo>,
+}
+
+pub(super) fn state_name(s: u32) -> &'static str {
+    match s {
+        state::INITIALIZING => "initializing",
+        state::READY => "ready",
+        state::DESTROYING => "destroying",
+        state::REMOVED => "removed",
+        _ => "invalid",
+    }
+}

@@ -1,0 +1,319 @@
+//! A mapped, validated segment: its header and holder table, the admin lock, the
+//! sweep, registration and destroy.
+
+use super::*;
+
+/// A mapped, validated segment with no holder slot of its own.
+pub(crate) struct Mapped {
+    pub(super) name: String,
+    pub(super) os_name: String,
+    pub(super) file: File,
+    pub(super) map: MmapRaw,
+    pub(super) layout: Layout,
+    /// OFD locks belong to the open file description, so threads sharing this handle
+    /// would all "hold" the admin lock at once; this mutex makes them take turns.
+    pub(super) local_admin: std::sync::Mutex<()>,
+}
+
+impl Mapped {
+    /// Opens and validates `name` as a tally segment of any kind.
+    pub(super) fn open(name: &str, os_name: &str, opts: &Options) -> Result<Self> {
+        let file = sys::open_existing(os_name).map_err(|e| Error::io("open", name, e))?;
+        Self::from_file(name, os_name, file, opts)
+    }
+
+    pub(super) fn from_file(name: &str, os_name: &str, file: File, opts: &Options) -> Result<Self> {
+        let id = sys::fstat(&file).map_err(|e| Error::io("stat", name, e))?;
+        if id.uid != sys::geteuid() && !opts.allow_foreign_owner {
+            return Err(Error::PermissionDenied {
+                name: name.to_owned(),
+                reason: format!(
+                    "owned by uid {} (you are {}); pass allow_foreign_owner to accept it",
+                    id.uid,
+                    sys::geteuid()
+                ),
+            });
+        }
+        if id.len < layout::HEADER_LEN as u64 {
+            return Err(Error::corrupted(
+                name,
+                format!(
+                    "file is {} bytes, shorter than the {}-byte header",
+                    id.len,
+                    layout::HEADER_LEN
+                ),
+            ));
+        }
+        if id.len > layout::MAX_SEGMENT_LEN {
+            return Err(Error::corrupted(
+                name,
+                format!("file is {} bytes, over the 1 TiB bound", id.len),
+            ));
+        }
+        let populate = id.allocated >= id.len;
+        let map =
+            sys::map(&file, id.len as usize, populate).map_err(|e| Error::io("map", name, e))?;
+        // SAFETY: the mapping is `id.len` bytes long and page-aligned.
+        let layout = unsafe { Layout::read(map.as_ptr(), map.len()) }.map_err(|e| match e {
+            LayoutError::Version(found) => Error::VersionMismatch {
+                name: name.to_owned(),
+                expected: layout::LAYOUT_VERSION,
+                found,
+            },
+            LayoutError::Corrupt(detail) => Error::corrupted(name, detail),
+        })?;
+        Ok(Mapped {
+            name: name.to_owned(),
+            os_name: os_name.to_owned(),
+            file,
+            map,
+            layout,
+            local_admin: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// Whether the segment holds the expected kind and payload (`None`: any).
+    pub(super) fn check_expect(&self, expect: Option<(Kind, &Fingerprint)>) -> Result<()> {
+        if let Some((kind, fp)) = expect {
+            let found = Kind::from_tag(self.layout.kind);
+            if found != kind {
+                return Err(Error::KindMismatch {
+                    name: self.name.clone(),
+                    expected: kind,
+                    found,
+                });
+            }
+            if self.layout.fingerprint != *fp {
+                return Err(Error::LayoutMismatch {
+                    name: self.name.clone(),
+                    detail: format!(
+                        "payload is {} ({} bytes, align {}), asked for {} ({} bytes, align {})",
+                        self.layout.fingerprint.type_name(),
+                        self.layout.fingerprint.size,
+                        self.layout.fingerprint.align,
+                        fp.type_name(),
+                        fp.size,
+                        fp.align
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn header(&self) -> &Header {
+        // SAFETY: validated: the mapping holds at least HEADER_LEN bytes, page-aligned,
+        // and Header is repr(C) plain data and atomics, valid for any bit pattern.
+        unsafe { &*(self.map.as_ptr() as *const Header) }
+    }
+
+    pub(super) fn record(&self, slot: u32) -> &HolderRecord {
+        assert!(slot < self.layout.table_capacity);
+        let off = self.layout.table_offset + slot as usize * RECORD_LEN;
+        // SAFETY: `slot` is bounds-checked against the validated capacity, so the record
+        // lies inside the mapping; the offset is 8-aligned; any bit pattern is valid.
+        unsafe { &*(self.map.as_ptr().add(off) as *const HolderRecord) }
+    }
+
+    pub(super) fn object(&self) -> ObjectMem {
+        ObjectMem {
+            // SAFETY: object_offset + object_len <= mapping length (validated).
+            ptr: unsafe { self.map.as_mut_ptr().add(self.layout.object_offset) },
+            len: self.layout.object_len,
+        }
+    }
+
+    /// Takes the admin lock, waiting at most `timeout`.
+    pub(super) fn lock_admin(&self, timeout: Duration) -> Result<AdminGuard<'_>> {
+        let start = Instant::now();
+        let mut backoff = Duration::from_micros(20);
+        loop {
+            let local = match self.local_admin.try_lock() {
+                Ok(g) => Some(g),
+                // A thread panicked inside an admin section; the shared state it left is
+                // repaired below through `admin_dirty`, like a dead process's.
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(local) = local
+                && sys::try_lock_byte(&self.file, ADMIN_LOCK_BYTE)
+                    .map_err(|e| Error::io("lock", &self.name, e))?
+            {
+                let h = self.header();
+                // SYNC POINT: the lock itself orders us after the previous holder (the
+                // kernel's lock handoff is a full barrier); Relaxed is enough here.
+                let repair = h.admin_dirty.swap(1, Ordering::Relaxed) != 0;
+                let guard = AdminGuard {
+                    seg: self,
+                    _local: local,
+                };
+                if repair {
+                    // The previous admin-lock holder died mid-update: the sweep below
+                    // (which every caller runs) recomputes the refcount from the table.
+                    h.refcount.store(guard.count_used(), Ordering::Relaxed);
+                }
+                return Ok(guard);
+            }
+            if start.elapsed() >= timeout {
+                return Err(Error::Timeout {
+                    name: self.name.clone(),
+                    what: "the segment's admin lock",
+                    waited: start.elapsed(),
+                });
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(2));
+        }
+    }
+
+    /// Describes the segment (taking no lock: values may be mid-change). `own` is the
+    /// caller's slot, alive by definition: a lock probe through our own open file
+    /// description cannot see our own lock (the sweep treats it the same way).
+    pub(crate) fn info(&self, own: Option<u32>) -> SegmentInfo {
+        let h = self.header();
+        let id = sys::fstat(&self.file).ok();
+        let holders = (0..self.layout.table_capacity)
+            .filter_map(|slot| {
+                let r = self.record(slot);
+                (r.state.load(Ordering::Acquire) != slot_state::FREE).then(|| HolderInfo {
+                    slot,
+                    pid: r.pid.load(Ordering::Relaxed),
+                    start_ticks: r.start_ticks.load(Ordering::Relaxed),
+                    alive: own == Some(slot) || self.slot_alive(slot),
+                    attached_unix_ms: r.attached_unix_ms.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        SegmentInfo {
+            name: self.name.clone(),
+            kind: Kind::from_tag(self.layout.kind),
+            size_bytes: self.layout.total_len as u64,
+            object_bytes: self.layout.object_len as u64,
+            refcount: h.refcount.load(Ordering::Acquire),
+            state: state_name(h.state.load(Ordering::Acquire)),
+            payload_type: self.layout.fingerprint.type_name(),
+            payload_size: self.layout.fingerprint.size,
+            table_capacity: self.layout.table_capacity,
+            owner_uid: id.map_or(0, |i| i.uid),
+            mode: id.map_or(0, |i| i.mode),
+            creator_pid: self.layout.creator_pid,
+            created_unix_ms: self.layout.created_unix_ms,
+            reclaimed_total: h.reclaimed_total.load(Ordering::Relaxed),
+            holders,
+        }
+    }
+
+    /// Whether some other open file description holds slot `slot`'s liveness lock.
+    /// An error probing counts as alive: never declare a death we cannot prove (P4).
+    pub(super) fn slot_alive(&self, slot: u32) -> bool {
+        sys::byte_locked_by_other(&self.file, holder_lock_byte(slot)).unwrap_or(true)
+    }
+
+    /// Whether `name` still refers to this segment's inode.
+    pub(super) fn name_is_ours(&self) -> bool {
+        match (sys::fstat(&self.file), sys::stat_name(&self.os_name)) {
+            (Ok(a), Ok(b)) => a.dev == b.dev && a.ino == b.ino,
+            _ => false,
+        }
+    }
+}
+
+/// Proof that this process holds a segment's admin lock; released on drop.
+pub(super) struct AdminGuard<'a> {
+    pub(super) seg: &'a Mapped,
+    /// Released after `Drop::drop` has released the OFD lock.
+    pub(super) _local: std::sync::MutexGuard<'a, ()>,
+}
+
+impl AdminGuard<'_> {
+    pub(super) fn count_used(&self) -> u32 {
+        (0..self.seg.layout.table_capacity)
+            .filter(|&s| self.seg.record(s).state.load(Ordering::Relaxed) != slot_state::FREE)
+            .count() as u32
+    }
+
+    /// Reclaims every dead holder (never `own`), recomputes the refcount, and returns
+    /// the count of live holders left.
+    pub(super) fn sweep(&self, own: Option<u32>, recover: Recover) -> SweepOutcome {
+        let seg = self.seg;
+        let mut out = SweepOutcome::default();
+        for slot in 0..seg.layout.table_capacity {
+            let rec = seg.record(slot);
+            if rec.state.load(Ordering::Relaxed) == slot_state::FREE {
+                continue;
+            }
+            if own == Some(slot) || seg.slot_alive(slot) {
+                out.live += 1;
+                continue;
+            }
+            recover(seg.layout.kind, seg.object(), slot);
+            clear_record(rec);
+            out.reclaimed += 1;
+        }
+        let h = seg.header();
+        h.refcount.store(out.live, Ordering::Relaxed);
+        if out.reclaimed > 0 {
+            h.reclaimed_total
+                .fetch_add(out.reclaimed as u64, Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// Marks the segment destroyed and unlinks its name if the name is still ours.
+    pub(super) fn destroy(&self) {
+        let h = self.seg.header();
+        if h.state.load(Ordering::Relaxed) == state::READY {
+            h.state.store(state::DESTROYING, Ordering::Relaxed);
+            if self.seg.name_is_ours() {
+                let _ = sys::unlink(&self.seg.os_name);
+            }
+        }
+    }
+
+    /// Claims a free slot for the calling handle and takes its liveness lock.
+    pub(super) fn register(&self) -> Result<u32> {
+        let seg = self.seg;
+        for slot in 0..seg.layout.table_capacity {
+            let rec = seg.record(slot);
+            if rec.state.load(Ordering::Relaxed) != slot_state::FREE {
+                continue;
+            }
+            // A free slot whose lock someone still holds cannot come from an honest
+            // peer (detach frees the record and the lock together); skip it.
+            if !sys::try_lock_byte(&seg.file, holder_lock_byte(slot))
+                .map_err(|e| Error::io("lock", &seg.name, e))?
+            {
+                continue;
+            }
+            let me = sys::current_process();
+            rec.pid.store(me.pid, Ordering::Relaxed);
+            rec.start_ticks.store(me.start_ticks, Ordering::Relaxed);
+            rec.boot_id.store(me.boot_id, Ordering::Relaxed);
+            rec.attached_unix_ms.store(unix_ms(), Ordering::Relaxed);
+            // SYNC POINT: Release pairs with the Acquire in `Mapped::info`, so a reader
+            // that sees LIVE sees the identity fields written above.
+            rec.state.store(slot_state::LIVE, Ordering::Release);
+            seg.header().refcount.fetch_add(1, Ordering::Relaxed);
+            return Ok(slot);
+        }
+        Err(Error::TableFull {
+            name: seg.name.clone(),
+            capacity: seg.layout.table_capacity,
+        })
+    }
+}
+
+impl Drop for AdminGuard<'_> {
+    fn drop(&mut self) {
+        self.seg.header().admin_dirty.store(0, Ordering::Relaxed);
+        let _ = sys::unlock_byte(&self.seg.file, ADMIN_LOCK_BYTE);
+    }
+}
+
+pub(super) fn clear_record(rec: &HolderRecord) {
+    rec.pid.store(0, Ordering::Relaxed);
+    rec.start_ticks.store(0, Ordering::Relaxed);
+    rec.boot_id.store(0, Ordering::Relaxed);
+    rec.attached_unix_ms.store(0, Ordering::Relaxed);
+    rec.state.store(slot_state::FREE, Ordering::Release);
+}
