@@ -18,7 +18,7 @@
 use std::process::{Child, Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use tally::{Consumer, Producer, RecvTimeoutError, Ring, TryRecvError};
+use tally::{Consumer, Producer, Ring, TryRecvError};
 
 const DEFAULT_ROUND_TRIPS: usize = 100_000;
 const WARMUP: usize = 10_000;
@@ -91,8 +91,7 @@ fn peer(base: &str) -> Result<(), BoxError> {
     loop {
         match rx.recv() {
             Ok(v) => tx.send(v).map_err(|_| "the parent went away")?,
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
-            Err(e) => return Err(e.into()),
+            Err(tally::RecvError) => return Ok(()),
         }
     }
 }

@@ -9,9 +9,10 @@
 //!
 //! Whichever starts first creates the ring `NAME` (4096 slots, in `/dev/shm/tally.NAME`);
 //! the other opens it. The producer writes COUNT (default 10 000 000) sequence-numbered
-//! messages in place with `reserve()`/`commit()`, falls back to the blocking `send()`
-//! while the ring is full, and exits; dropping its producer handle tells the consumer
-//! that no more messages will come. The last process to leave removes the ring.
+//! messages in place with `reserve_wait()`/`commit()` — zero-copy, and waiting (spin,
+//! then futex sleep) while the ring is full — and exits; dropping its producer handle
+//! tells the consumer that no more messages will come. The last process to leave
+//! removes the ring.
 //!
 //! Payload type: the ring checks that both sides agree on `Msg` by its size, alignment
 //! and name without module path, so the producer's and the consumer's own `Msg`
@@ -19,7 +20,7 @@
 
 use std::process::ExitCode;
 
-use tally::{Options, ReserveError, Ring};
+use tally::{Options, Ring};
 
 /// One message: a sequence number and the producer's `CLOCK_MONOTONIC` send time.
 #[repr(C)]
@@ -94,24 +95,12 @@ fn main() -> ExitCode {
     let start = std::time::Instant::now();
     let mut seq = 0u64;
     while seq < count {
-        match tx.reserve() {
+        match tx.reserve_wait() {
             Ok(mut slot) => {
                 // Zero-copy: write the message straight into the shared slot, then publish.
                 slot.seq = seq;
                 slot.sent_ns = now_ns();
                 slot.commit();
-            }
-            Err(ReserveError::Full) => {
-                // The consumer is behind: wait for a free slot (spin briefly, then sleep
-                // on a futex) and copy this one message in.
-                let msg = Msg {
-                    seq,
-                    sent_ns: now_ns(),
-                };
-                if tx.send(msg).is_err() {
-                    eprintln!("producer: the consumer went away after {seq} messages");
-                    return ExitCode::FAILURE;
-                }
             }
             Err(e) => {
                 eprintln!("producer: {e} after {seq} messages");
@@ -123,7 +112,8 @@ fn main() -> ExitCode {
     let secs = start.elapsed().as_secs_f64();
 
     // A ring lives while someone holds it. If no consumer ever attached, leaving now
-    // would take the unread messages with it: wait until they have been taken.
+    // would take the unread messages with it: wait for one, then until they are taken.
+    tx.wait_for_consumer(std::time::Duration::MAX);
     while tx.free_slots() < ring.capacity() && !tx.is_disconnected() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }

@@ -90,3 +90,11 @@ impl Holder {
         self.seg.info()
     }
 }
+
+impl std::fmt::Debug for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Holder")
+            .field("name", &self.seg.name())
+            .finish()
+    }
+}

@@ -33,8 +33,9 @@ pub use objects::region::Region;
 #[cfg(not(loom))]
 pub use ring::{
     ByteConsumer, ByteProducer, ByteReadBatch, ByteReadSlot, ByteRing, ByteWriteBatch,
-    ByteWriteSlot, Consumer, Producer, ReadBatch, ReadSlot, RecvTimeoutError, ReserveError, Ring,
-    SendTimeoutError, TryRecvError, TrySendError, WriteBatch, WriteSlot,
+    ByteWriteSlot, Consumer, PeerState, Producer, ReadBatch, ReadSlot, RecvError, RecvTimeoutError,
+    ReserveError, ReserveTimeoutError, Ring, SendError, SendTimeoutError, TryRecvError,
+    TrySendError, WriteBatch, WriteSlot,
 };
 #[cfg(not(loom))]
 pub use segment::{HolderInfo, Kind, Options, SegmentInfo, SweepOutcome};

@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
 use tally::{
-    ByteRing, Error, Kind, RecvTimeoutError, Region, ReserveError, Ring, SendTimeoutError,
-    TryRecvError, TrySendError, admin,
+    ByteRing, Error, Kind, Options, RecvError, RecvTimeoutError, Region, ReserveError,
+    ReserveTimeoutError, Ring, SendError, SendTimeoutError, TryRecvError, TrySendError, admin,
 };
 
 mod common;
 use common::{
     Guard, Rng, TAG, assert_err, assert_gone, child_command, child_role, first_line, say,
-    shm_exists, spawn_with_lines,
+    shm_exists, shm_path, spawn_with_lines, unique,
 };
 
 /// Prefix of this file's object names.
@@ -527,14 +527,14 @@ fn byte_ring_carries_every_length_and_refuses_longer() {
     );
     assert_eq!(rx.try_recv_into(&mut buf), Err(TryRecvError::Empty));
 
-    // Full, then a blocking send times out with Full.
+    // Full, then a blocking send times out with Timeout, not Full.
     for _ in 0..4 {
         tx.try_send(b"x").unwrap();
     }
     assert_eq!(tx.try_send(b"y"), Err(ReserveError::Full));
     assert_eq!(
         tx.send_timeout(b"y", Duration::from_millis(20)),
-        Err(ReserveError::Full)
+        Err(ReserveTimeoutError::Timeout)
     );
     drop((tx, rx, ring, other));
     assert_gone(&g.name);
@@ -716,7 +716,7 @@ fn recv_drains_then_reports_disconnected() {
     assert_eq!(rx.recv(), Ok(10));
     assert_eq!(rx.recv(), Ok(11));
     assert_eq!(rx.recv(), Ok(12));
-    assert_eq!(rx.recv(), Err(RecvTimeoutError::Disconnected));
+    assert_eq!(rx.recv(), Err(RecvError));
     assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
     assert_eq!(rx.peek().err(), Some(TryRecvError::Disconnected));
     let start = Instant::now();
@@ -745,7 +745,7 @@ fn send_reports_a_gone_consumer_only_when_full() {
     tx.send(2).unwrap();
     assert!(matches!(tx.try_send(3), Err(TrySendError::Disconnected(3))));
     assert_eq!(tx.reserve().err(), Some(ReserveError::Disconnected));
-    assert_eq!(tx.send(4), Err(4));
+    assert_eq!(tx.send(4), Err(SendError(4)));
     assert!(matches!(
         tx.send_timeout(5, Duration::from_secs(3)),
         Err(SendTimeoutError::Disconnected(5))
@@ -835,7 +835,7 @@ fn blocked_recv_is_woken_by_the_producer_dropping() {
     let dropped_at = Instant::now();
     drop(tx);
     let (r, woke_at) = join_within(receiver, Duration::from_secs(2), "recv() after the drop");
-    assert_eq!(r, Err(RecvTimeoutError::Disconnected));
+    assert_eq!(r, Err(RecvError));
     println!(
         "recv() woken by the producer's drop after {:?}",
         woke_at - dropped_at
@@ -887,7 +887,7 @@ fn blocked_send_is_woken_by_a_release() {
         Duration::from_secs(2),
         "send() after the consumer left",
     );
-    assert_eq!(r, Err(200));
+    assert_eq!(r, Err(SendError(200)));
     drop((tx, ring));
     assert_gone(&g.name);
 }
@@ -1107,7 +1107,11 @@ fn blocked_send_is_woken_by_the_consumers_death() {
         join_within(producer, Duration::from_secs(10), "send() after the kill");
     let wake = woke_at.saturating_duration_since(killed_at);
     println!("blocked send() woke with {r:?} {wake:?} after SIGKILL");
-    assert_eq!(r, Err(CAP), "send() into a full ring whose consumer died");
+    assert_eq!(
+        r,
+        Err(SendError(CAP)),
+        "send() into a full ring whose consumer died"
+    );
     assert!(wake < Duration::from_secs(2), "woken only after {wake:?}");
     assert!(tx.is_disconnected());
 
@@ -1163,7 +1167,7 @@ fn blocked_recv_is_woken_by_the_producers_death() {
     let wake = woke_at.saturating_duration_since(killed_at);
     println!("blocked recv() woke with {second:?} {wake:?} after SIGKILL");
     assert_eq!(first, Ok(77));
-    assert_eq!(second, Err(RecvTimeoutError::Disconnected));
+    assert_eq!(second, Err(RecvError));
     assert!(wake < Duration::from_secs(2), "woken only after {wake:?}");
     drop((rx, ring));
     assert_gone(&g.name);
@@ -1321,4 +1325,303 @@ fn info_shows_the_callers_own_holder_alive() {
     }
     drop((ring, other));
     assert_gone(&g.name);
+}
+
+// --- the API review of issue 6 -------------------------------------------------------
+
+/// A Pod payload aligned beyond what a segment lays out (128 bytes).
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(256))]
+struct Over([u8; 256]);
+
+/// Regression: `open` and `open_or_create` used to skip the alignment check `create`
+/// made, handing out a `&mut Over` that was only 128-aligned.
+#[test]
+fn every_constructor_refuses_a_payload_it_cannot_align() {
+    let g = Guard::new(PREFIX, "align");
+    let _bytes = Ring::<[u8; 256]>::create(&g.name, 4).unwrap();
+    let refused = |r: Result<Ring<Over>, Error>, what: &str| match r {
+        Err(Error::InvalidArgument(msg)) => assert!(msg.contains("256"), "{what}: {msg}"),
+        other => panic!(
+            "{what}: expected InvalidArgument, got {:?}",
+            other.map(|_| ())
+        ),
+    };
+    refused(Ring::<Over>::create(&unique(PREFIX, "align2"), 4), "create");
+    refused(Ring::<Over>::open(&g.name), "open");
+    refused(
+        Ring::<Over>::open_or_create(&g.name, 4, &Options::default()).map(|(r, _)| r),
+        "open_or_create",
+    );
+}
+
+/// File offset of a ring's role word (`producer` true: the producer's).
+fn role_word_offset(info: &tally::SegmentInfo, producer: bool) -> u64 {
+    // The object area ends the file; the ring's control line is its second 128 bytes.
+    let object_offset = info.size_bytes - info.object_bytes;
+    object_offset + 128 + if producer { 0 } else { 8 }
+}
+
+fn poke_u64(name: &str, offset: u64, value: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm_path(name))
+        .expect("open the segment file");
+    f.write_all_at(&value.to_le_bytes(), offset)
+        .expect("poke the segment file");
+}
+
+/// Regression: a role word naming a free or out-of-range holder slot was never
+/// vacated; the role answered `RoleTaken` for ever.
+#[test]
+fn a_role_naming_no_live_slot_is_vacated_by_the_next_claim() {
+    let g = Guard::new(PREFIX, "ghostrole");
+    let ring = Ring::<u64>::create(&g.name, 8).unwrap();
+    let info = ring.info();
+    // Slot 10 is free; 5000 is past the 64-slot table. One claim so far.
+    for holder in [11u64, 5001] {
+        poke_u64(&g.name, role_word_offset(&info, true), holder | (1 << 32));
+        let rx = ring.consumer().unwrap();
+        assert!(rx.is_disconnected(), "holder {holder}: no live producer");
+        let tx = ring
+            .producer()
+            .unwrap_or_else(|e| panic!("holder {holder}: {e}"));
+        assert!(!rx.is_disconnected());
+        drop((tx, rx));
+    }
+    drop(ring);
+    assert_gone(&g.name);
+}
+
+/// Takes `name`'s admin lock (an OFD lock on byte 0) through a descriptor of its own,
+/// as a process stopped inside an admin section would hold it.
+fn hold_admin_lock(name: &str) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(shm_path(name))
+        .expect("open the segment file");
+    // SAFETY: a zeroed flock is a valid argument; fcntl only reads it.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = 0;
+    fl.l_len = 1;
+    // SAFETY: a valid descriptor and a valid flock.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    assert_eq!(rc, 0, "lock: {}", std::io::Error::last_os_error());
+    f
+}
+
+/// Regression: with the admin lock held by a stopped process, `recv_timeout(10 ms)`
+/// took 5 s and `is_disconnected()` 5 s (the role check swept, and the sweep waited
+/// for the lock). Deadlines hold, and quick checks are quick.
+#[test]
+fn deadlines_hold_while_the_admin_lock_is_held() {
+    let g = Guard::new(PREFIX, "adminheld");
+    let ring = Ring::<u64>::create(&g.name, 8).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut kid = Kid::spawn("child_producer_commits_one_then_hangs", &g.name, 5);
+    kid.expect("committed 1", Duration::from_secs(10));
+    assert_eq!(rx.try_recv(), Ok(5));
+    kid.kill();
+    let lock = hold_admin_lock(&g.name);
+
+    let t = Instant::now();
+    assert!(rx.is_disconnected());
+    let quick = t.elapsed();
+    let t = Instant::now();
+    let r = rx.recv_timeout(Duration::from_millis(10));
+    let took = t.elapsed();
+    assert_eq!(r, Err(RecvTimeoutError::Disconnected));
+    assert_eq!(rx.producer_state(), tally::PeerState::Crashed);
+    assert!(
+        quick < Duration::from_millis(500),
+        "is_disconnected took {quick:?}"
+    );
+    assert!(
+        took < Duration::from_millis(500),
+        "recv_timeout(10 ms) took {took:?}"
+    );
+    drop(lock);
+    drop((rx, ring));
+    assert_gone(&g.name);
+}
+
+#[test]
+fn peer_states_tell_a_clean_close_from_a_crash() {
+    use tally::PeerState;
+    let g = Guard::new(PREFIX, "peerstate");
+    let ring = Ring::<u64>::create(&g.name, 8).unwrap();
+    let rx = ring.consumer().unwrap();
+    assert_eq!(rx.producer_state(), PeerState::NotYetConnected);
+    assert!(!rx.is_disconnected(), "no producer yet is not a disconnect");
+    let tx = ring.producer().unwrap();
+    assert_eq!(rx.producer_state(), PeerState::Connected);
+    assert_eq!(tx.consumer_state(), PeerState::Connected);
+    drop(tx);
+    assert_eq!(rx.producer_state(), PeerState::Closed);
+    let mut kid = Kid::spawn("child_producer_commits_one_then_hangs", &g.name, 1);
+    kid.expect("committed 1", Duration::from_secs(10));
+    assert_eq!(rx.producer_state(), PeerState::Connected);
+    kid.kill();
+    assert_eq!(rx.producer_state(), PeerState::Crashed);
+    ring.sweep().unwrap();
+    assert_eq!(
+        rx.producer_state(),
+        PeerState::Crashed,
+        "still after the sweep"
+    );
+    drop((rx, ring));
+    assert_gone(&g.name);
+}
+
+#[test]
+fn a_handle_waits_for_its_peer_to_appear() {
+    let g = Guard::new(PREFIX, "waitpeer");
+    let ring = Ring::<u64>::create(&g.name, 8).unwrap();
+    let rx = ring.consumer().unwrap();
+    assert!(
+        !rx.wait_for_producer(Duration::from_millis(20)),
+        "nobody came"
+    );
+    let name = g.name.clone();
+    let claimer = thread::spawn(move || {
+        let ring = Ring::<u64>::open(&name).unwrap();
+        let mut tx = ring.producer().unwrap();
+        tx.send(9).unwrap();
+        // Stay until the consumer has the message.
+        tx.wait_for_consumer(Duration::from_secs(10));
+        while tx.free_slots() < tx.capacity() {
+            thread::yield_now();
+        }
+    });
+    assert!(rx.wait_for_producer(Duration::from_secs(10)));
+    let mut rx = rx;
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(9));
+    join_within(claimer, Duration::from_secs(10), "the producer thread");
+    drop((rx, ring));
+    assert_gone(&g.name);
+}
+
+#[test]
+fn zero_copy_calls_wait_too() {
+    let g = Guard::new(PREFIX, "zcwait");
+    let ring = Ring::<u64>::create(&g.name, 2).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    assert_eq!(
+        rx.peek_timeout(Duration::from_millis(5)).err(),
+        Some(RecvTimeoutError::Timeout)
+    );
+    for v in 0..2 {
+        let mut slot = tx.reserve_wait().unwrap();
+        *slot = v;
+        slot.commit();
+    }
+    assert_eq!(
+        tx.reserve_timeout(Duration::from_millis(5)).err(),
+        Some(ReserveTimeoutError::Timeout)
+    );
+    // A blocked reserve_wait is freed by a release on another thread.
+    let waiter = thread::spawn(move || {
+        let mut slot = tx.reserve_wait().map_err(|e| e.to_string())?;
+        *slot = 2;
+        slot.commit();
+        Ok::<_, String>(tx)
+    });
+    let first = rx.peek_wait().unwrap();
+    assert_eq!(*first, 0);
+    first.release();
+    let tx = join_within(waiter, Duration::from_secs(10), "reserve_wait").unwrap();
+    for v in 1..3 {
+        let m = rx.peek_wait().unwrap();
+        assert_eq!(*m, v);
+        m.release();
+    }
+    drop(tx);
+    assert_eq!(rx.peek_wait().err(), Some(RecvError));
+    assert_eq!(
+        rx.peek_timeout(Duration::from_secs(5)).err(),
+        Some(RecvTimeoutError::Disconnected)
+    );
+}
+
+#[test]
+fn a_handle_can_spin_for_ever_and_still_sees_deadlines_and_departures() {
+    let g = Guard::new(PREFIX, "spinforever");
+    let ring = Ring::<u64>::create(&g.name, 2).unwrap();
+    let tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    rx.set_spin(Duration::MAX);
+    assert_eq!(rx.spin(), Duration::MAX);
+    let t = Instant::now();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(20)),
+        Err(RecvTimeoutError::Timeout)
+    );
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let spinner = thread::spawn(move || rx.recv());
+    drop(tx);
+    assert_eq!(
+        join_within(spinner, Duration::from_secs(10), "spinning recv"),
+        Err(RecvError)
+    );
+}
+
+#[test]
+fn open_or_create_refuses_another_capacity_unless_told_any_will_do() {
+    let g = Guard::new(PREFIX, "capmismatch");
+    let (ring, created) = Ring::<u64>::open_or_create(&g.name, 64, &Options::default()).unwrap();
+    assert!(created);
+    match Ring::<u64>::open_or_create(&g.name, 128, &Options::default()) {
+        Err(Error::LayoutMismatch { detail, .. }) => {
+            assert!(detail.contains("64") && detail.contains("128"), "{detail}")
+        }
+        other => panic!("expected LayoutMismatch, got {:?}", other.map(|_| ())),
+    }
+    let any = Options {
+        any_capacity: true,
+        ..Options::default()
+    };
+    let (again, created) = Ring::<u64>::open_or_create(&g.name, 128, &any).unwrap();
+    assert!(!created);
+    assert_eq!(again.capacity(), 64);
+
+    let b = unique(PREFIX, "bytecap");
+    let (bytes, _) = ByteRing::open_or_create(&b, 8, 100, &Options::default()).unwrap();
+    assert!(matches!(
+        ByteRing::open_or_create(&b, 8, 200, &Options::default()),
+        Err(Error::LayoutMismatch { .. })
+    ));
+    let (same, _) = ByteRing::open_or_create(&b, 16, 200, &any).unwrap();
+    assert_eq!((same.capacity(), same.max_message()), (8, 100));
+    drop((ring, again, bytes, same));
+    assert_gone(&g.name);
+    assert_gone(&b);
+}
+
+#[test]
+fn byte_handles_have_the_typed_methods() {
+    let g = Guard::new(PREFIX, "bytemethods");
+    let ring = ByteRing::create(&g.name, 4, 16).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    assert!(rx.is_empty() && !tx.is_disconnected());
+    assert_eq!(rx.len(), 0);
+    tx.send(b"ab").unwrap();
+    tx.send_timeout(b"cd", Duration::from_millis(5)).unwrap();
+    assert_eq!((rx.len(), rx.is_empty()), (2, false));
+    let mut buf = Vec::new();
+    rx.recv_into(&mut buf).unwrap();
+    assert_eq!(buf, b"ab");
+    assert_eq!(
+        tx.send(&[0; 17]),
+        Err(ReserveTimeoutError::TooLong { len: 17, max: 16 })
+    );
+    drop(rx);
+    assert!(tx.is_disconnected());
+    let _ = format!("{tx:?} {ring:?}");
 }

@@ -5,6 +5,7 @@
 #[cfg(not(loom))]
 pub(crate) mod region;
 pub(crate) mod ring;
+pub(crate) mod role;
 
 #[cfg(not(loom))]
 use crate::segment::{Kind, ObjectMem};

@@ -160,3 +160,12 @@ impl Region {
         self.seg.info()
     }
 }
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("name", &self.seg.name())
+            .field("len", &self.mem.len)
+            .finish()
+    }
+}

@@ -1,10 +1,11 @@
 //! Rings of variable-length byte messages, up to a slot size chosen at create time.
 
+use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::error::{RecvTimeoutError, ReserveError, TryRecvError};
-use super::shared::{Role, Shared, Wait, deadline_after};
+use super::error::{RecvError, RecvTimeoutError, ReserveError, ReserveTimeoutError, TryRecvError};
+use super::shared::{DEFAULT_SPIN, PeerState, Probe, Role, Shared, deadline_after};
 use crate::error::{Error, Result};
 use crate::objects::ring::endpoint::{ConsumerCursor, ProducerCursor};
 use crate::objects::ring::{FLAVOR_BYTES, Geometry, RingView};
@@ -117,6 +118,8 @@ impl ByteRing {
         Ok(ByteProducer {
             cursor: ProducerCursor::resume(self.shared.view),
             shared: self.shared.clone(),
+            spin: DEFAULT_SPIN,
+            probe: Probe::default(),
         })
     }
 
@@ -126,6 +129,8 @@ impl ByteRing {
         Ok(ByteConsumer {
             cursor: ConsumerCursor::resume(self.shared.view),
             shared: self.shared.clone(),
+            spin: DEFAULT_SPIN,
+            probe: Probe::default(),
         })
     }
 
@@ -159,6 +164,8 @@ impl ByteRing {
 pub struct ByteProducer {
     cursor: ProducerCursor,
     shared: Arc<Shared>,
+    spin: Duration,
+    probe: Probe,
 }
 
 // SAFETY: see `Producer`.
@@ -180,21 +187,68 @@ impl ByteProducer {
         Ok(())
     }
 
-    /// Reserves a slot for a message of exactly `len` bytes, to be written in place.
+    #[inline]
+    fn slot_at_tail(&mut self, len: usize) -> ByteWriteSlot<'_> {
+        ByteWriteSlot {
+            producer: self,
+            len,
+        }
+    }
+
+    /// Reserves a slot for a message of exactly `len` bytes, to be written in place,
+    /// if one is free.
+    ///
+    /// # Errors
+    /// [`ReserveError::TooLong`] if `len` exceeds [`ByteRing::max_message`];
+    /// [`ReserveError::Full`]; [`ReserveError::Disconnected`] if the ring is full and
+    /// the consumer has gone.
     #[inline]
     pub fn reserve(&mut self, len: usize) -> Result<ByteWriteSlot<'_>, ReserveError> {
         self.check_len(len)?;
         if self.cursor.free(1) == 0 {
-            return Err(self.shared.full_error());
+            return Err(self.shared.full_error(&mut self.probe));
         }
-        Ok(ByteWriteSlot {
-            producer: self,
-            len,
-        })
+        Ok(self.slot_at_tail(len))
+    }
+
+    /// Reserves a slot for `len` bytes, waiting while the ring is full.
+    ///
+    /// # Errors
+    /// [`ReserveTimeoutError::TooLong`]; [`ReserveTimeoutError::Disconnected`] if the
+    /// ring is full and the consumer has gone.
+    pub fn reserve_wait(&mut self, len: usize) -> Result<ByteWriteSlot<'_>, ReserveTimeoutError> {
+        self.check_len(len)?;
+        self.shared
+            .await_space(&mut self.cursor, 1, self.spin, None, &mut self.probe)?;
+        Ok(self.slot_at_tail(len))
+    }
+
+    /// Reserves a slot for `len` bytes, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`reserve_wait`](ByteProducer::reserve_wait), or
+    /// [`ReserveTimeoutError::Timeout`].
+    pub fn reserve_timeout(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<ByteWriteSlot<'_>, ReserveTimeoutError> {
+        self.check_len(len)?;
+        self.shared.await_space(
+            &mut self.cursor,
+            1,
+            self.spin,
+            deadline_after(timeout),
+            &mut self.probe,
+        )?;
+        Ok(self.slot_at_tail(len))
     }
 
     /// Reserves up to `max` consecutive slots (at least one), each for a message of
     /// exactly `len` bytes, to be written in place.
+    ///
+    /// # Errors
+    /// As [`reserve`](ByteProducer::reserve).
     #[inline]
     pub fn reserve_many(
         &mut self,
@@ -204,7 +258,7 @@ impl ByteProducer {
         self.check_len(len)?;
         let n = self.cursor.free(max as u64).min(max as u64);
         if n == 0 {
-            return Err(self.shared.full_error());
+            return Err(self.shared.full_error(&mut self.probe));
         }
         Ok(ByteWriteBatch {
             producer: self,
@@ -214,6 +268,9 @@ impl ByteProducer {
     }
 
     /// Copies `msg` into the ring if a slot is free.
+    ///
+    /// # Errors
+    /// As [`reserve`](ByteProducer::reserve).
     #[inline]
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), ReserveError> {
         let mut slot = self.reserve(msg.len())?;
@@ -223,32 +280,66 @@ impl ByteProducer {
     }
 
     /// Copies `msg` in, waiting while the ring is full.
-    pub fn send(&mut self, msg: &[u8]) -> Result<(), ReserveError> {
-        self.send_until(msg, None)
+    ///
+    /// # Errors
+    /// As [`reserve_wait`](ByteProducer::reserve_wait).
+    pub fn send(&mut self, msg: &[u8]) -> Result<(), ReserveTimeoutError> {
+        let mut slot = self.reserve_wait(msg.len())?;
+        slot.copy_from_slice(msg);
+        slot.commit();
+        Ok(())
     }
 
-    /// Copies `msg` in, waiting at most `timeout`; `Err(Full)` on timeout.
-    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), ReserveError> {
-        self.send_until(msg, deadline_after(timeout))
+    /// Copies `msg` in, waiting at most `timeout` for a free slot.
+    ///
+    /// # Errors
+    /// As [`reserve_timeout`](ByteProducer::reserve_timeout).
+    pub fn send_timeout(
+        &mut self,
+        msg: &[u8],
+        timeout: Duration,
+    ) -> Result<(), ReserveTimeoutError> {
+        let mut slot = self.reserve_timeout(msg.len(), timeout)?;
+        slot.copy_from_slice(msg);
+        slot.commit();
+        Ok(())
     }
 
-    fn send_until(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<(), ReserveError> {
-        loop {
-            match self.try_send(msg) {
-                Err(ReserveError::Full) => {}
-                other => return other,
-            }
-            match self.shared.wait_space(&mut self.cursor, 1, deadline) {
-                Wait::Retry => {}
-                Wait::Gone => {
-                    return self.try_send(msg).map_err(|e| match e {
-                        ReserveError::Full => ReserveError::Disconnected,
-                        e => e,
-                    });
-                }
-                Wait::TimedOut => return Err(ReserveError::Full),
-            }
-        }
+    /// Free slots right now (reloads the consumer's position).
+    pub fn free_slots(&mut self) -> usize {
+        self.cursor.free(u64::MAX) as usize
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> usize {
+        self.cursor.view.geo.capacity as usize
+    }
+
+    /// Whether the consumer has gone; see [`Producer::is_disconnected`](crate::Producer::is_disconnected).
+    pub fn is_disconnected(&self) -> bool {
+        self.shared.role_gone(Role::Consumer)
+    }
+
+    /// Where the consumer stands.
+    pub fn consumer_state(&self) -> PeerState {
+        self.shared.peer_state(Role::Consumer)
+    }
+
+    /// Waits until a live consumer holds the role, at most `timeout`.
+    pub fn wait_for_consumer(&self, timeout: Duration) -> bool {
+        self.shared
+            .wait_for_peer(Role::Consumer, deadline_after(timeout))
+    }
+
+    /// How long a waiting call spins before it sleeps (default 20 µs).
+    pub fn spin(&self) -> Duration {
+        self.spin
+    }
+
+    /// Sets how long a waiting call spins before it sleeps; see
+    /// [`Producer::set_spin`](crate::Producer::set_spin).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
     }
 }
 
@@ -259,6 +350,7 @@ impl Drop for ByteProducer {
 }
 
 /// A reserved byte slot of a fixed length, written in place.
+#[must_use = "reserved slots are published only by commit(); dropping them un-reserves them"]
 pub struct ByteWriteSlot<'a> {
     producer: &'a mut ByteProducer,
     len: usize,
@@ -295,6 +387,7 @@ impl std::ops::DerefMut for ByteWriteSlot<'_> {
 }
 
 /// Consecutive reserved byte slots, each for a message of the same length.
+#[must_use = "reserved slots are published only by commit(); dropping them un-reserves them"]
 pub struct ByteWriteBatch<'a> {
     producer: &'a mut ByteProducer,
     count: usize,
@@ -344,32 +437,74 @@ impl ByteWriteBatch<'_> {
 pub struct ByteConsumer {
     cursor: ConsumerCursor,
     shared: Arc<Shared>,
+    spin: Duration,
+    probe: Probe,
 }
 
 // SAFETY: see `Producer`.
 unsafe impl Send for ByteConsumer {}
 
 impl ByteConsumer {
+    #[inline]
+    fn slot_at_head(&mut self) -> ByteReadSlot<'_> {
+        // SAFETY: callers saw the slot at head committed; it is not released.
+        let len = unsafe { read_len(&self.cursor.view, self.cursor.head) };
+        ByteReadSlot {
+            consumer: self,
+            len,
+        }
+    }
+
     /// Hands out the next committed message in place, until [`ByteReadSlot::release`].
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`], or [`TryRecvError::Disconnected`] once the producer has
+    /// gone and everything it committed was received.
     #[inline]
     pub fn peek(&mut self) -> Result<ByteReadSlot<'_>, TryRecvError> {
         if !self.cursor.view.is_committed(self.cursor.head) {
-            return Err(self.shared.empty_error(&self.cursor));
+            return Err(self.shared.empty_error(&self.cursor, &mut self.probe));
         }
-        // SAFETY: committed (checked just above) and not released.
-        let len = unsafe { read_len(&self.cursor.view, self.cursor.head) };
-        Ok(ByteReadSlot {
-            consumer: self,
-            len,
-        })
+        Ok(self.slot_at_head())
+    }
+
+    /// Hands out the next message in place, waiting while the ring is empty.
+    ///
+    /// # Errors
+    /// [`RecvError`] once the producer has gone and everything was received.
+    pub fn peek_wait(&mut self) -> Result<ByteReadSlot<'_>, RecvError> {
+        self.shared
+            .await_data(&self.cursor, self.spin, None, &mut self.probe)
+            .map_err(|_| RecvError)?;
+        Ok(self.slot_at_head())
+    }
+
+    /// Hands out the next message in place, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`] or [`RecvTimeoutError::Disconnected`].
+    pub fn peek_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<ByteReadSlot<'_>, RecvTimeoutError> {
+        self.shared.await_data(
+            &self.cursor,
+            self.spin,
+            deadline_after(timeout),
+            &mut self.probe,
+        )?;
+        Ok(self.slot_at_head())
     }
 
     /// Hands out up to `max` consecutive committed messages in place.
+    ///
+    /// # Errors
+    /// As [`peek`](ByteConsumer::peek).
     #[inline]
     pub fn peek_many(&mut self, max: usize) -> Result<ByteReadBatch<'_>, TryRecvError> {
         let n = self.cursor.available(max as u64);
         if n == 0 {
-            return Err(self.shared.empty_error(&self.cursor));
+            return Err(self.shared.empty_error(&self.cursor, &mut self.probe));
         }
         Ok(ByteReadBatch {
             consumer: self,
@@ -378,56 +513,88 @@ impl ByteConsumer {
     }
 
     /// Copies the next message into `buf` (replacing its contents).
+    ///
+    /// # Errors
+    /// As [`peek`](ByteConsumer::peek).
     #[inline]
     pub fn try_recv_into(&mut self, buf: &mut Vec<u8>) -> Result<(), TryRecvError> {
         let msg = self.peek()?;
-        buf.clear();
-        buf.extend_from_slice(&msg);
-        msg.release();
+        copy_out(msg, buf);
         Ok(())
     }
 
     /// Receives into `buf`, waiting while empty.
-    pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<(), RecvTimeoutError> {
-        self.recv_until(buf, None)
+    ///
+    /// # Errors
+    /// As [`peek_wait`](ByteConsumer::peek_wait).
+    pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<(), RecvError> {
+        let msg = self.peek_wait()?;
+        copy_out(msg, buf);
+        Ok(())
     }
 
     /// Receives into `buf`, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`peek_timeout`](ByteConsumer::peek_timeout).
     pub fn recv_timeout_into(
         &mut self,
         buf: &mut Vec<u8>,
         timeout: Duration,
     ) -> Result<(), RecvTimeoutError> {
-        self.recv_until(buf, deadline_after(timeout))
+        let msg = self.peek_timeout(timeout)?;
+        copy_out(msg, buf);
+        Ok(())
     }
 
-    fn recv_until(
-        &mut self,
-        buf: &mut Vec<u8>,
-        deadline: Option<Instant>,
-    ) -> Result<(), RecvTimeoutError> {
-        loop {
-            match self.try_recv_into(buf) {
-                Ok(()) => return Ok(()),
-                Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
-                Err(TryRecvError::Empty) => {}
-            }
-            match self.shared.wait_data(&self.cursor, deadline) {
-                Wait::Retry => {}
-                Wait::Gone => {
-                    return self
-                        .try_recv_into(buf)
-                        .map_err(|_| RecvTimeoutError::Disconnected);
-                }
-                Wait::TimedOut => return Err(RecvTimeoutError::Timeout),
-            }
-        }
-    }
-
-    /// Whether the producer has gone (vacated or died).
+    /// Whether the producer has gone; see [`Consumer::is_disconnected`](crate::Consumer::is_disconnected).
     pub fn is_disconnected(&self) -> bool {
         self.shared.role_gone(Role::Producer)
     }
+
+    /// Where the producer stands.
+    pub fn producer_state(&self) -> PeerState {
+        self.shared.peer_state(Role::Producer)
+    }
+
+    /// Waits until a live producer holds the role, at most `timeout`.
+    pub fn wait_for_producer(&self, timeout: Duration) -> bool {
+        self.shared
+            .wait_for_peer(Role::Producer, deadline_after(timeout))
+    }
+
+    /// Committed messages waiting, counted up to the capacity.
+    pub fn len(&self) -> usize {
+        self.cursor.available(self.cursor.view.geo.capacity) as usize
+    }
+
+    /// Whether nothing is committed.
+    pub fn is_empty(&self) -> bool {
+        !self.cursor.view.is_committed(self.cursor.head)
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> usize {
+        self.cursor.view.geo.capacity as usize
+    }
+
+    /// How long a waiting call spins before it sleeps (default 20 µs).
+    pub fn spin(&self) -> Duration {
+        self.spin
+    }
+
+    /// Sets how long a waiting call spins before it sleeps; see
+    /// [`Producer::set_spin`](crate::Producer::set_spin).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
+}
+
+/// Copies a peeked message into `buf` and releases it.
+fn copy_out(msg: ByteReadSlot<'_>, buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.extend_from_slice(&msg);
+    msg.release();
 }
 
 impl Drop for ByteConsumer {
@@ -437,6 +604,7 @@ impl Drop for ByteConsumer {
 }
 
 /// A committed byte message, read in place.
+#[must_use = "peeked messages are freed only by release(); dropping them leaves them in the ring"]
 pub struct ByteReadSlot<'a> {
     consumer: &'a mut ByteConsumer,
     len: usize,
@@ -461,6 +629,7 @@ impl std::ops::Deref for ByteReadSlot<'_> {
 }
 
 /// Consecutive committed byte messages, read in place.
+#[must_use = "peeked messages are freed only by release(); dropping them leaves them in the ring"]
 pub struct ByteReadBatch<'a> {
     consumer: &'a mut ByteConsumer,
     count: usize,
@@ -500,5 +669,72 @@ impl ByteReadBatch<'_> {
     pub fn release(self) {
         let n = self.count as u64;
         self.consumer.cursor.release(n);
+    }
+}
+
+impl fmt::Debug for ByteRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByteRing")
+            .field("name", &self.name())
+            .field("capacity", &self.capacity())
+            .field("max_message", &self.max_message())
+            .finish()
+    }
+}
+
+impl fmt::Debug for ByteProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByteProducer")
+            .field("ring", &self.shared.seg.name())
+            .field("tail", &self.cursor.tail)
+            .field("spin", &self.spin)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ByteConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByteConsumer")
+            .field("ring", &self.shared.seg.name())
+            .field("head", &self.cursor.head)
+            .field("spin", &self.spin)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ByteWriteSlot<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByteWriteSlot")
+            .field("position", &self.producer.cursor.tail)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ByteWriteBatch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByteWriteBatch")
+            .field("first", &self.producer.cursor.tail)
+            .field("count", &self.count)
+            .field("msg_len", &self.msg_len)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ByteReadSlot<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByteReadSlot")
+            .field("position", &self.consumer.cursor.head)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ByteReadBatch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByteReadBatch")
+            .field("first", &self.consumer.cursor.head)
+            .field("count", &self.count)
+            .finish()
     }
 }

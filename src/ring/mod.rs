@@ -4,22 +4,28 @@ mod bytes;
 mod error;
 pub(crate) mod shared;
 
+use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytemuck::Pod;
 
 use crate::error::{Error, Result};
 use crate::objects::ring::endpoint::{ConsumerCursor, ProducerCursor};
 use crate::objects::ring::{FLAVOR_TYPED, Geometry};
+use crate::segment::layout::OBJECT_ALIGN;
 use crate::segment::{Fingerprint, Options, SegmentInfo, SweepOutcome};
 pub use bytes::{
     ByteConsumer, ByteProducer, ByteReadBatch, ByteReadSlot, ByteRing, ByteWriteBatch,
     ByteWriteSlot,
 };
-pub use error::{RecvTimeoutError, ReserveError, SendTimeoutError, TryRecvError, TrySendError};
-use shared::{Role, Shared, Wait, deadline_after};
+pub use error::{
+    RecvError, RecvTimeoutError, ReserveError, ReserveTimeoutError, SendError, SendTimeoutError,
+    TryRecvError, TrySendError,
+};
+pub use shared::PeerState;
+use shared::{DEFAULT_SPIN, Probe, Role, Shared, deadline_after};
 
 /// A named SPSC ring of `T` values in shared memory, alive while any process holds it.
 ///
@@ -52,7 +58,16 @@ pub struct Ring<T: Pod> {
     _t: PhantomData<fn(T) -> T>,
 }
 
+/// The slot shape of a `Ring<T>`: refuses what it cannot lay out (every constructor
+/// goes through here, so none hands out a misaligned `&mut T`).
 fn typed_geometry<T: Pod>(capacity: usize) -> Result<Geometry> {
+    let align = std::mem::align_of::<T>();
+    if align > OBJECT_ALIGN {
+        return Err(Error::InvalidArgument(format!(
+            "payload {} is aligned to {align} bytes; tally lays out payloads aligned up to {OBJECT_ALIGN}",
+            std::any::type_name::<T>()
+        )));
+    }
     Geometry::new(capacity, std::mem::size_of::<T>(), std::mem::align_of::<T>(), FLAVOR_TYPED).ok_or_else(|| {
         Error::InvalidArgument(format!(
             "capacity {capacity} of {}-byte slots: capacity must be 1..=2^30 and the ring fit in memory",
@@ -69,11 +84,6 @@ impl<T: Pod> Ring<T> {
 
     /// Creates a ring with explicit [`Options`].
     pub fn create_with(name: &str, capacity: usize, opts: &Options) -> Result<Self> {
-        if std::mem::align_of::<T>() > 128 {
-            return Err(Error::InvalidArgument(
-                "payload alignment above 128 bytes".into(),
-            ));
-        }
         let shared = Shared::create(
             name,
             Fingerprint::of::<T>(),
@@ -119,6 +129,8 @@ impl<T: Pod> Ring<T> {
         Ok(Producer {
             cursor: ProducerCursor::resume(self.shared.view),
             shared: self.shared.clone(),
+            spin: DEFAULT_SPIN,
+            probe: Probe::default(),
             _t: PhantomData,
         })
     }
@@ -129,6 +141,8 @@ impl<T: Pod> Ring<T> {
         Ok(Consumer {
             cursor: ConsumerCursor::resume(self.shared.view),
             shared: self.shared.clone(),
+            spin: DEFAULT_SPIN,
+            probe: Probe::default(),
             _t: PhantomData,
         })
     }
@@ -156,9 +170,18 @@ impl<T: Pod> Ring<T> {
 
 /// The sending side of a [`Ring`]. Dropping it releases the role; a consumer that has
 /// drained the ring then sees `Disconnected`.
+///
+/// Non-blocking calls (`reserve`, `reserve_many`, `try_send`) make no system call
+/// except a futex wake when the consumer sleeps. Waiting calls (`reserve_wait`,
+/// `reserve_timeout`, `send`, `send_timeout`) spin for [`spin`](Producer::spin), then
+/// sleep on a futex in slices of at most 10 ms, and return when a slot is free, the
+/// consumer has gone, or the deadline passes — never later than the deadline plus one
+/// scheduling delay.
 pub struct Producer<T: Pod> {
     cursor: ProducerCursor,
     shared: Arc<Shared>,
+    spin: Duration,
+    probe: Probe,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -172,26 +195,80 @@ impl<T: Pod> Producer<T> {
         self.cursor.view.payload(pos) as *mut T
     }
 
-    /// Reserves the next slot for writing in place. Nothing is visible to the
-    /// consumer until [`WriteSlot::commit`]; dropping the slot un-reserves it.
+    #[inline]
+    fn slot_at_tail(&mut self) -> WriteSlot<'_, T> {
+        let ptr = self.slot_ptr(self.cursor.tail);
+        WriteSlot {
+            producer: self,
+            ptr,
+        }
+    }
+
+    /// Reserves the next slot for writing in place, if one is free. Nothing is
+    /// visible to the consumer until [`WriteSlot::commit`]; dropping the slot
+    /// un-reserves it.
+    ///
+    /// # Errors
+    /// [`ReserveError::Full`] if no slot is free; [`ReserveError::Disconnected`] if
+    /// none is free and the consumer has gone.
     #[inline]
     pub fn reserve(&mut self) -> Result<WriteSlot<'_, T>, ReserveError> {
         if self.cursor.free(1) == 0 {
-            return Err(self.shared.full_error());
+            return Err(self.shared.full_error(&mut self.probe));
         }
-        let ptr = self.slot_ptr(self.cursor.tail);
-        Ok(WriteSlot {
-            producer: self,
-            ptr,
-        })
+        Ok(self.slot_at_tail())
+    }
+
+    /// Reserves the next slot, waiting while the ring is full.
+    ///
+    /// ```
+    /// # let name = format!("doc-reserve-wait-{}", std::process::id());
+    /// let ring = tally::Ring::<u64>::create(&name, 8)?;
+    /// let mut tx = ring.producer()?;
+    /// let mut slot = tx.reserve_wait()?;
+    /// *slot = 7;
+    /// slot.commit();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ReserveTimeoutError::Disconnected`] if the ring is full and the consumer has
+    /// gone.
+    pub fn reserve_wait(&mut self) -> Result<WriteSlot<'_, T>, ReserveTimeoutError> {
+        self.shared
+            .await_space(&mut self.cursor, 1, self.spin, None, &mut self.probe)?;
+        Ok(self.slot_at_tail())
+    }
+
+    /// Reserves the next slot, waiting at most `timeout` for one to come free.
+    ///
+    /// # Errors
+    /// [`ReserveTimeoutError::Timeout`] if none came free in time;
+    /// [`ReserveTimeoutError::Disconnected`] if the ring is full and the consumer has
+    /// gone.
+    pub fn reserve_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<WriteSlot<'_, T>, ReserveTimeoutError> {
+        self.shared.await_space(
+            &mut self.cursor,
+            1,
+            self.spin,
+            deadline_after(timeout),
+            &mut self.probe,
+        )?;
+        Ok(self.slot_at_tail())
     }
 
     /// Reserves up to `max` consecutive slots (at least one) for writing in place.
+    ///
+    /// # Errors
+    /// As [`reserve`](Producer::reserve).
     #[inline]
     pub fn reserve_many(&mut self, max: usize) -> Result<WriteBatch<'_, T>, ReserveError> {
         let n = self.cursor.free(max as u64).min(max as u64);
         if n == 0 {
-            return Err(self.shared.full_error());
+            return Err(self.shared.full_error(&mut self.probe));
         }
         Ok(WriteBatch {
             producer: self,
@@ -201,55 +278,73 @@ impl<T: Pod> Producer<T> {
 
     /// Copies `value` into the ring if a slot is free. No system call unless the
     /// consumer sleeps (then one futex wake).
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`] or [`TrySendError::Disconnected`], with the value.
     #[inline]
     pub fn try_send(&mut self, value: T) -> Result<(), TrySendError<T>> {
         if self.cursor.free(1) == 0 {
-            return Err(match self.shared.full_error() {
+            return Err(match self.shared.full_error(&mut self.probe) {
                 ReserveError::Disconnected => TrySendError::Disconnected(value),
                 _ => TrySendError::Full(value),
             });
         }
-        // SAFETY: the slot at tail is free (free >= 1) and ours alone until committed;
-        // the payload pointer is aligned for T and valid for size_of::<T>() bytes.
-        unsafe { self.slot_ptr(self.cursor.tail).write(value) };
-        self.cursor.commit(1);
+        self.write_and_commit(value);
         Ok(())
     }
 
-    /// Sends `value`, waiting while the ring is full. Fails only if the consumer goes.
-    pub fn send(&mut self, value: T) -> Result<(), T> {
-        self.send_until(value, None)
-            .map_err(SendTimeoutError::into_inner)
+    #[inline]
+    fn write_and_commit(&mut self, value: T) {
+        // SAFETY: the caller saw the slot at tail free; it is ours alone until
+        // committed, and the payload pointer is aligned for T and valid for
+        // size_of::<T>() bytes.
+        unsafe { self.slot_ptr(self.cursor.tail).write(value) };
+        self.cursor.commit(1);
+    }
+
+    /// Sends `value`, waiting while the ring is full.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-send-{}", std::process::id());
+    /// let ring = tally::Ring::<u64>::create(&name, 8)?;
+    /// let mut tx = ring.producer()?;
+    /// tx.send(42)?; // SendError<u64> is a std::error::Error
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`SendError`] with the value if the ring is full and the consumer has gone.
+    pub fn send(&mut self, value: T) -> Result<(), SendError<T>> {
+        match self
+            .shared
+            .await_space(&mut self.cursor, 1, self.spin, None, &mut self.probe)
+        {
+            Ok(()) => {
+                self.write_and_commit(value);
+                Ok(())
+            }
+            Err(_) => Err(SendError(value)),
+        }
     }
 
     /// Sends `value`, waiting at most `timeout` for a free slot.
+    ///
+    /// # Errors
+    /// [`SendTimeoutError::Timeout`] or [`SendTimeoutError::Disconnected`], with the
+    /// value.
     pub fn send_timeout(&mut self, value: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
-        self.send_until(value, deadline_after(timeout))
-    }
-
-    fn send_until(
-        &mut self,
-        mut value: T,
-        deadline: Option<Instant>,
-    ) -> Result<(), SendTimeoutError<T>> {
-        loop {
-            match self.try_send(value) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Disconnected(v)) => {
-                    return Err(SendTimeoutError::Disconnected(v));
-                }
-                Err(TrySendError::Full(v)) => value = v,
+        let deadline = deadline_after(timeout);
+        match self
+            .shared
+            .await_space(&mut self.cursor, 1, self.spin, deadline, &mut self.probe)
+        {
+            Ok(()) => {
+                self.write_and_commit(value);
+                Ok(())
             }
-            match self.shared.wait_space(&mut self.cursor, 1, deadline) {
-                Wait::Retry => {}
-                Wait::Gone => {
-                    // One last try: the consumer may have freed a slot before going.
-                    return self
-                        .try_send(value)
-                        .map_err(|e| SendTimeoutError::Disconnected(e.into_inner()));
-                }
-                Wait::TimedOut => return Err(SendTimeoutError::Timeout(value)),
-            }
+            Err(ReserveTimeoutError::Timeout) => Err(SendTimeoutError::Timeout(value)),
+            Err(_) => Err(SendTimeoutError::Disconnected(value)),
         }
     }
 
@@ -258,9 +353,39 @@ impl<T: Pod> Producer<T> {
         self.cursor.free(u64::MAX) as usize
     }
 
-    /// Whether the consumer role is vacant after having been held, or its holder died.
+    /// Slots in the ring.
+    pub fn capacity(&self) -> usize {
+        self.cursor.view.geo.capacity as usize
+    }
+
+    /// Whether the consumer has gone (see [`PeerState::is_gone`]). One kernel lock
+    /// probe while a consumer holds the role; never waits for a lock.
     pub fn is_disconnected(&self) -> bool {
         self.shared.role_gone(Role::Consumer)
+    }
+
+    /// Where the consumer stands: not yet connected, connected, closed, or crashed.
+    pub fn consumer_state(&self) -> PeerState {
+        self.shared.peer_state(Role::Consumer)
+    }
+
+    /// Waits until a live consumer holds the role (at once if one does), at most
+    /// `timeout` (`Duration::MAX`: for ever). Returns whether one does.
+    pub fn wait_for_consumer(&self, timeout: Duration) -> bool {
+        self.shared
+            .wait_for_peer(Role::Consumer, deadline_after(timeout))
+    }
+
+    /// How long a waiting call spins before it sleeps (default 20 µs).
+    pub fn spin(&self) -> Duration {
+        self.spin
+    }
+
+    /// Sets how long a waiting call spins before it sleeps. `Duration::ZERO` sleeps at
+    /// once; `Duration::MAX` spins for ever (one core busy while waiting, no wake-up
+    /// latency). A spinner still notices a departed consumer and its deadline.
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
     }
 }
 
@@ -270,7 +395,19 @@ impl<T: Pod> Drop for Producer<T> {
     }
 }
 
+impl<T: Pod> fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("ring", &self.shared.seg.name())
+            .field("tail", &self.cursor.tail)
+            .field("capacity", &self.cursor.view.geo.capacity)
+            .field("spin", &self.spin)
+            .finish()
+    }
+}
+
 /// A reserved slot, written in place. [`commit`](WriteSlot::commit) publishes it.
+#[must_use = "reserved slots are published only by commit(); dropping them un-reserves them"]
 pub struct WriteSlot<'a, T: Pod> {
     producer: &'a mut Producer<T>,
     ptr: *mut T,
@@ -304,6 +441,7 @@ impl<T: Pod> std::ops::DerefMut for WriteSlot<'_, T> {
 
 /// Consecutive reserved slots. Write them with [`slot`](WriteBatch::slot) or
 /// [`fill_with`](WriteBatch::fill_with), then commit all or a prefix.
+#[must_use = "reserved slots are published only by commit(); dropping them un-reserves them"]
 pub struct WriteBatch<'a, T: Pod> {
     producer: &'a mut Producer<T>,
     len: usize,
@@ -362,10 +500,15 @@ impl<T: Pod> WriteBatch<'_, T> {
     }
 }
 
-/// The receiving side of a [`Ring`].
+/// The receiving side of a [`Ring`]. Dropping it releases the role.
+///
+/// Waiting calls (`peek_wait`, `peek_timeout`, `recv`, `recv_timeout`) block as the
+/// [`Producer`]'s do.
 pub struct Consumer<T: Pod> {
     cursor: ConsumerCursor,
     shared: Arc<Shared>,
+    spin: Duration,
+    probe: Probe,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -378,26 +521,75 @@ impl<T: Pod> Consumer<T> {
         self.cursor.view.payload(pos) as *const T
     }
 
+    #[inline]
+    fn slot_at_head(&mut self) -> ReadSlot<'_, T> {
+        let ptr = self.slot_ptr(self.cursor.head);
+        ReadSlot {
+            consumer: self,
+            ptr,
+        }
+    }
+
     /// Hands out the next committed message in place. It stays in the ring until
     /// [`ReadSlot::release`]; dropping the slot without releasing leaves it there.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`], or [`TryRecvError::Disconnected`] once the producer has
+    /// gone and everything it committed was received.
     #[inline]
     pub fn peek(&mut self) -> Result<ReadSlot<'_, T>, TryRecvError> {
         if !self.cursor.view.is_committed(self.cursor.head) {
-            return Err(self.shared.empty_error(&self.cursor));
+            return Err(self.shared.empty_error(&self.cursor, &mut self.probe));
         }
-        let ptr = self.slot_ptr(self.cursor.head);
-        Ok(ReadSlot {
-            consumer: self,
-            ptr,
-        })
+        Ok(self.slot_at_head())
+    }
+
+    /// Hands out the next message in place, waiting while the ring is empty.
+    ///
+    /// ```
+    /// # let name = format!("doc-peek-wait-{}", std::process::id());
+    /// let ring = tally::Ring::<u64>::create(&name, 8)?;
+    /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// tx.send(5)?;
+    /// let msg = rx.peek_wait()?;
+    /// assert_eq!(*msg, 5);
+    /// msg.release();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`RecvError`] once the producer has gone and everything it committed was
+    /// received.
+    pub fn peek_wait(&mut self) -> Result<ReadSlot<'_, T>, RecvError> {
+        self.shared
+            .await_data(&self.cursor, self.spin, None, &mut self.probe)
+            .map_err(|_| RecvError)?;
+        Ok(self.slot_at_head())
+    }
+
+    /// Hands out the next message in place, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`] or [`RecvTimeoutError::Disconnected`].
+    pub fn peek_timeout(&mut self, timeout: Duration) -> Result<ReadSlot<'_, T>, RecvTimeoutError> {
+        self.shared.await_data(
+            &self.cursor,
+            self.spin,
+            deadline_after(timeout),
+            &mut self.probe,
+        )?;
+        Ok(self.slot_at_head())
     }
 
     /// Hands out up to `max` consecutive committed messages in place.
+    ///
+    /// # Errors
+    /// As [`peek`](Consumer::peek).
     #[inline]
     pub fn peek_many(&mut self, max: usize) -> Result<ReadBatch<'_, T>, TryRecvError> {
         let n = self.cursor.available(max as u64);
         if n == 0 {
-            return Err(self.shared.empty_error(&self.cursor));
+            return Err(self.shared.empty_error(&self.cursor, &mut self.probe));
         }
         Ok(ReadBatch {
             consumer: self,
@@ -406,49 +598,69 @@ impl<T: Pod> Consumer<T> {
     }
 
     /// Copies the next message out, if one is committed.
+    ///
+    /// # Errors
+    /// As [`peek`](Consumer::peek).
     #[inline]
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         if !self.cursor.view.is_committed(self.cursor.head) {
-            return Err(self.shared.empty_error(&self.cursor));
+            return Err(self.shared.empty_error(&self.cursor, &mut self.probe));
         }
-        // SAFETY: committed (Acquire in is_committed), so the producer finished writing
-        // it and won't touch it before we release; aligned, in bounds, T: Pod.
-        let value = unsafe { self.slot_ptr(self.cursor.head).read() };
-        self.cursor.release(1);
-        Ok(value)
+        Ok(self.read_and_release())
     }
 
-    /// Receives, waiting while the ring is empty. `Err` once the producer has gone
-    /// and everything it committed has been received.
-    pub fn recv(&mut self) -> Result<T, RecvTimeoutError> {
-        self.recv_until(None)
+    #[inline]
+    fn read_and_release(&mut self) -> T {
+        // SAFETY: the caller saw the slot committed (Acquire in is_committed), so the
+        // producer finished writing it and won't touch it before we release; aligned,
+        // in bounds, T: Pod.
+        let value = unsafe { self.slot_ptr(self.cursor.head).read() };
+        self.cursor.release(1);
+        value
+    }
+
+    /// Receives, waiting while the ring is empty.
+    ///
+    /// # Errors
+    /// [`RecvError`] once the producer has gone and everything it committed was
+    /// received.
+    pub fn recv(&mut self) -> Result<T, RecvError> {
+        self.shared
+            .await_data(&self.cursor, self.spin, None, &mut self.probe)
+            .map_err(|_| RecvError)?;
+        Ok(self.read_and_release())
     }
 
     /// Receives, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`] or [`RecvTimeoutError::Disconnected`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        self.recv_until(deadline_after(timeout))
+        self.shared.await_data(
+            &self.cursor,
+            self.spin,
+            deadline_after(timeout),
+            &mut self.probe,
+        )?;
+        Ok(self.read_and_release())
     }
 
-    fn recv_until(&mut self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-        loop {
-            match self.try_recv() {
-                Ok(v) => return Ok(v),
-                Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
-                Err(TryRecvError::Empty) => {}
-            }
-            match self.shared.wait_data(&self.cursor, deadline) {
-                Wait::Retry => {}
-                Wait::Gone => {
-                    return self.try_recv().map_err(|_| RecvTimeoutError::Disconnected);
-                }
-                Wait::TimedOut => return Err(RecvTimeoutError::Timeout),
-            }
-        }
-    }
-
-    /// Whether the producer role is vacant after having been held, or its holder died.
+    /// Whether the producer has gone (see [`PeerState::is_gone`]). One kernel lock
+    /// probe while a producer holds the role; never waits for a lock.
     pub fn is_disconnected(&self) -> bool {
         self.shared.role_gone(Role::Producer)
+    }
+
+    /// Where the producer stands: not yet connected, connected, closed, or crashed.
+    pub fn producer_state(&self) -> PeerState {
+        self.shared.peer_state(Role::Producer)
+    }
+
+    /// Waits until a live producer holds the role (at once if one does), at most
+    /// `timeout` (`Duration::MAX`: for ever). Returns whether one does.
+    pub fn wait_for_producer(&self, timeout: Duration) -> bool {
+        self.shared
+            .wait_for_peer(Role::Producer, deadline_after(timeout))
     }
 
     /// Committed messages waiting, counted up to the capacity.
@@ -460,6 +672,22 @@ impl<T: Pod> Consumer<T> {
     pub fn is_empty(&self) -> bool {
         !self.cursor.view.is_committed(self.cursor.head)
     }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> usize {
+        self.cursor.view.geo.capacity as usize
+    }
+
+    /// How long a waiting call spins before it sleeps (default 20 µs).
+    pub fn spin(&self) -> Duration {
+        self.spin
+    }
+
+    /// Sets how long a waiting call spins before it sleeps; see
+    /// [`Producer::set_spin`].
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
 }
 
 impl<T: Pod> Drop for Consumer<T> {
@@ -468,7 +696,19 @@ impl<T: Pod> Drop for Consumer<T> {
     }
 }
 
+impl<T: Pod> fmt::Debug for Consumer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("ring", &self.shared.seg.name())
+            .field("head", &self.cursor.head)
+            .field("capacity", &self.cursor.view.geo.capacity)
+            .field("spin", &self.spin)
+            .finish()
+    }
+}
+
 /// A committed message, read in place. [`release`](ReadSlot::release) frees it.
+#[must_use = "peeked messages are freed only by release(); dropping them leaves them in the ring"]
 pub struct ReadSlot<'a, T: Pod> {
     consumer: &'a mut Consumer<T>,
     ptr: *const T,
@@ -492,6 +732,7 @@ impl<T: Pod> std::ops::Deref for ReadSlot<'_, T> {
 }
 
 /// Consecutive committed messages, read in place.
+#[must_use = "peeked messages are freed only by release(); dropping them leaves them in the ring"]
 pub struct ReadBatch<'a, T: Pod> {
     consumer: &'a mut Consumer<T>,
     len: usize,
@@ -538,5 +779,49 @@ impl<T: Pod> ReadBatch<'_, T> {
     pub fn release_n(self, n: usize) {
         let n = n.min(self.len) as u64;
         self.consumer.cursor.release(n);
+    }
+}
+
+impl<T: Pod> fmt::Debug for Ring<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("name", &self.name())
+            .field("payload", &std::any::type_name::<T>())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+impl<T: Pod> fmt::Debug for WriteSlot<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteSlot")
+            .field("position", &self.producer.cursor.tail)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Pod> fmt::Debug for WriteBatch<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteBatch")
+            .field("first", &self.producer.cursor.tail)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<T: Pod> fmt::Debug for ReadSlot<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadSlot")
+            .field("position", &self.consumer.cursor.head)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Pod> fmt::Debug for ReadBatch<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadBatch")
+            .field("first", &self.consumer.cursor.head)
+            .field("len", &self.len)
+            .finish()
     }
 }

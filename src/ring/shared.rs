@@ -5,15 +5,20 @@ use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
 
-use super::error::{ReserveError, TryRecvError};
+use super::error::{RecvTimeoutError, ReserveError, ReserveTimeoutError, TryRecvError};
+use crate::atomics::AtomicU32;
 use crate::error::{Error, Result};
-use crate::objects::ring::endpoint::{ConsumerCursor, ProducerCursor, role_vacated};
-use crate::objects::ring::{Geometry, RingView, VACANT, read_geometry};
+use crate::objects::ring::endpoint::{ConsumerCursor, ProducerCursor};
+use crate::objects::ring::{FLAVOR_BYTES, Geometry, RingView, read_geometry};
+use crate::objects::role::{Exit, RoleState, RoleWord};
 use crate::segment::{Fingerprint, Kind, ObjectSpec, Options, Segment};
 use crate::sys;
 
-/// How long a blocked caller spins before it sleeps.
-pub(crate) const SPIN: Duration = Duration::from_micros(20);
+/// How long a blocked caller spins before it sleeps, unless its handle says otherwise.
+pub(crate) const DEFAULT_SPIN: Duration = Duration::from_micros(20);
+/// How often a non-blocking call that would block probes a peer's liveness (a system
+/// call) when the role word says the peer is there.
+pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(5);
 /// Longest single futex sleep: a sleeper re-checks its peer's liveness this often, so
 /// a dead peer is noticed within one slice.
 pub(crate) const SLICE: Duration = Duration::from_millis(10);
@@ -30,6 +35,30 @@ impl Role {
             Role::Producer => "producer",
             Role::Consumer => "consumer",
         }
+    }
+}
+
+/// Where a ring's peer stands, as [`Producer::consumer_state`](crate::Producer::consumer_state)
+/// and [`Consumer::producer_state`](crate::Consumer::producer_state) report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PeerState {
+    /// No handle has held the peer role yet.
+    NotYetConnected,
+    /// A live handle holds the peer role.
+    Connected,
+    /// The last holder released the role cleanly (dropped its handle).
+    Closed,
+    /// The last holder died: its process ended without releasing the role (the role
+    /// may still name it until a sweep, a claim or an open reclaims its slot).
+    Crashed,
+}
+
+impl PeerState {
+    /// Whether the peer has gone: [`Closed`](PeerState::Closed) or
+    /// [`Crashed`](PeerState::Crashed).
+    pub fn is_gone(self) -> bool {
+        matches!(self, PeerState::Closed | PeerState::Crashed)
     }
 }
 
@@ -65,20 +94,35 @@ impl Shared {
         })
     }
 
-    fn attach(seg: Segment, expected: &Geometry, check_capacity: bool) -> Result<Arc<Self>> {
+    fn attach(seg: Segment, expected: &Geometry, check: Check) -> Result<Arc<Self>> {
         let mem = seg.object();
         // SAFETY: the object area is mapped for `mem.len` bytes, 128-aligned.
         let geo = unsafe { read_geometry(mem.ptr, mem.len) }
             .map_err(|d| Error::corrupted(seg.name(), d))?;
-        let same_slots = geo.flavor == expected.flavor
-            && geo.stride == expected.stride
-            && geo.payload_offset == expected.payload_offset
-            && geo.payload_size == expected.payload_size;
-        if !same_slots || (check_capacity && geo.capacity != expected.capacity) {
-            return Err(Error::LayoutMismatch {
+        let mismatch = |detail: String| {
+            Err(Error::LayoutMismatch {
                 name: seg.name().to_owned(),
-                detail: format!("ring has {geo:?}, expected {expected:?}"),
-            });
+                detail,
+            })
+        };
+        if check == Check::AnyByteRing {
+            if geo.flavor != FLAVOR_BYTES || geo.payload_offset != 8 || geo.payload_size < 9 {
+                return mismatch(format!("not a byte ring: {geo:?}"));
+            }
+        } else {
+            let same_slots = geo.flavor == expected.flavor
+                && geo.stride == expected.stride
+                && geo.payload_offset == expected.payload_offset
+                && geo.payload_size == expected.payload_size;
+            if !same_slots {
+                return mismatch(describe_slots(&geo, expected));
+            }
+            if check == Check::Exact && geo.capacity != expected.capacity {
+                return mismatch(format!(
+                    "the ring has {} slots, this call asked for {} (Options::any_capacity accepts any)",
+                    geo.capacity, expected.capacity
+                ));
+            }
         }
         // SAFETY: the view's memory is the segment's mapping, which `Shared` keeps
         // alive as long as the view (it owns the segment).
@@ -93,10 +137,10 @@ impl Shared {
         opts: &Options,
     ) -> Result<Arc<Self>> {
         let seg = Segment::create(name, &Self::spec(fp, &geo)?, opts)?;
-        Self::attach(seg, &geo, true)
+        Self::attach(seg, &geo, Check::Exact)
     }
 
-    /// Opens; `geo` gives the slot shape expected (its capacity is ignored).
+    /// Opens a ring of any capacity; `geo` gives the slot shape expected.
     pub(crate) fn open(
         name: &str,
         fp: Fingerprint,
@@ -104,30 +148,18 @@ impl Shared {
         opts: &Options,
     ) -> Result<Arc<Self>> {
         let seg = Segment::open(name, &Self::spec(fp, &geo)?, opts)?;
-        Self::attach(seg, &geo, false)
+        Self::attach(seg, &geo, Check::AnyCapacity)
     }
 
     /// Opens a byte ring of any capacity and message size.
     pub(crate) fn open_any_bytes(name: &str, opts: &Options) -> Result<Arc<Self>> {
-        let probe =
-            Geometry::new(1, 16, 8, crate::objects::ring::FLAVOR_BYTES).expect("valid geometry");
+        let probe = Geometry::new(1, 16, 8, FLAVOR_BYTES).expect("valid geometry");
         let seg = Segment::open(name, &Self::spec(Fingerprint::bytes(), &probe)?, opts)?;
-        let mem = seg.object();
-        // SAFETY: the object area is mapped for `mem.len` bytes, 128-aligned.
-        let geo = unsafe { read_geometry(mem.ptr, mem.len) }
-            .map_err(|d| Error::corrupted(seg.name(), d))?;
-        if geo.flavor != crate::objects::ring::FLAVOR_BYTES
-            || geo.payload_offset != 8
-            || geo.payload_size < 9
-        {
-            return Err(Error::LayoutMismatch {
-                name: seg.name().to_owned(),
-                detail: format!("not a byte ring: {geo:?}"),
-            });
-        }
-        Self::attach(seg, &geo, true)
+        Self::attach(seg, &probe, Check::AnyByteRing)
     }
 
+    /// Opens or creates. An existing ring must have `geo`'s capacity (and slot shape),
+    /// unless `opts.any_capacity`.
     pub(crate) fn open_or_create(
         name: &str,
         fp: Fingerprint,
@@ -135,40 +167,49 @@ impl Shared {
         opts: &Options,
     ) -> Result<(Arc<Self>, bool)> {
         let (seg, created) = Segment::open_or_create(name, &Self::spec(fp, &geo)?, opts)?;
-        Ok((Self::attach(seg, &geo, created)?, created))
+        let check = match (created, opts.any_capacity, geo.flavor) {
+            (true, _, _) | (false, false, _) => Check::Exact,
+            (false, true, FLAVOR_BYTES) => Check::AnyByteRing,
+            (false, true, _) => Check::AnyCapacity,
+        };
+        Ok((Self::attach(seg, &geo, check)?, created))
     }
 
-    fn role_words(&self, role: Role) -> (&crate::atomics::AtomicU32, &crate::atomics::AtomicU32) {
+    fn role_word(&self, role: Role) -> &RoleWord {
         let ctl = &self.view.header().ctl;
         match role {
-            Role::Producer => (&ctl.producer, &ctl.producer_gen),
-            Role::Consumer => (&ctl.consumer, &ctl.consumer_gen),
+            Role::Producer => &ctl.producer,
+            Role::Consumer => &ctl.consumer,
         }
     }
 
-    /// Claims `role` for this handle's holder slot.
+    /// Claims `role` for this handle's holder slot. A role whose holder is dead is
+    /// reclaimed first (by a sweep); one that names a slot that is not a live holder at
+    /// all (free, out of range: a crash between table updates, or a corrupt word) is
+    /// vacated by CAS.
     pub(crate) fn claim(&self, role: Role) -> Result<()> {
         self.seg.check_owner()?;
-        let (word, gen_) = self.role_words(role);
-        let me = self.seg.slot() + 1;
-        for attempt in 0..2 {
-            // SYNC POINT: Acquire pairs with the Release that vacated the role (drop or
-            // recovery), so we see the tail/head our predecessor left.
-            match word.compare_exchange(VACANT, me, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => {
-                    // SYNC POINT: Release pairs with the Acquire in `role_vacated`.
-                    gen_.fetch_add(1, Ordering::Release);
+        let word = self.role_word(role);
+        let me = self.seg.slot();
+        for attempt in 0..3 {
+            let holder = match word.try_claim(me) {
+                Ok(()) => {
+                    self.roles_changed();
                     return Ok(());
                 }
-                Err(holder)
-                    if attempt == 0
-                        && holder != me
-                        && !self.seg.holder_alive(holder.wrapping_sub(1)) =>
-                {
-                    // Its holder died and no sweep has run yet: run one, then retry.
-                    self.seg.sweep()?;
-                }
-                Err(_) => break,
+                Err(st) => st.holder_slot().unwrap_or(me),
+            };
+            if holder == me || self.seg.holder_alive(holder) {
+                break;
+            }
+            if attempt == 0 {
+                // Its holder died and no sweep has run yet: the sweep recovers what
+                // it left and vacates the role.
+                self.seg.sweep()?;
+            } else {
+                // Still named after a sweep: not a live table slot. Recover the role
+                // as the sweep would (a CAS: only from that holder).
+                crate::objects::ring::recover(&self.view, holder);
             }
         }
         Err(Error::RoleTaken {
@@ -177,43 +218,133 @@ impl Shared {
         })
     }
 
+    /// Wakes handles waiting for a peer to appear or leave.
+    fn roles_changed(&self) {
+        let w = &self.view.header().ctl.roles_changed;
+        // SYNC POINT: Release pairs with the Acquire load in `wait_for_peer`; the role
+        // word itself carries the claim's ordering.
+        w.fetch_add(1, Ordering::Release);
+        sys::futex_wake(w, u32::MAX);
+    }
+
     pub(crate) fn release_role(&self, role: Role) {
-        let (word, _) = self.role_words(role);
-        // SYNC POINT: Release pairs with the next claimant's Acquire CAS in `claim`.
-        let _ = word.compare_exchange(
-            self.seg.slot() + 1,
-            VACANT,
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
+        self.role_word(role).release(self.seg.slot());
+        self.roles_changed();
     }
 
     /// Whether `role` was held once and is vacant now: one load, no system call.
     #[inline]
     pub(crate) fn role_vacated(&self, role: Role) -> bool {
-        let (word, gen_) = self.role_words(role);
-        role_vacated(word, gen_)
+        self.role_word(role).load().vacated()
     }
 
-    /// What an empty poll reports: `Disconnected` once the producer role is vacant and
-    /// nothing is left at `cur.head`, else `Empty`. No system call.
+    /// The state of the peer holding `role`. One lock probe when it is held.
+    pub(crate) fn peer_state(&self, role: Role) -> PeerState {
+        let st = self.role_word(role).load();
+        match st.holder_slot() {
+            Some(slot) if self.seg.holder_alive(slot) => PeerState::Connected,
+            Some(_) => PeerState::Crashed,
+            None if st.claims == 0 => PeerState::NotYetConnected,
+            None if st.exit == Exit::Crashed => PeerState::Crashed,
+            None => PeerState::Closed,
+        }
+    }
+
+    /// Whether the holder of `role` has gone: vacated, or its holder is dead. One lock
+    /// probe at most, never waiting for the admin lock, so it answers at once even
+    /// while a stopped process holds that lock.
+    pub(crate) fn role_gone(&self, role: Role) -> bool {
+        let st = self.role_word(role).load();
+        match st.holder_slot() {
+            Some(slot) => !self.seg.holder_alive(slot),
+            None => st.vacated(),
+        }
+    }
+
+    /// A blocked handle's check: as [`role_gone`](Self::role_gone), and a dead holder
+    /// is remembered in `probe` (so non-blocking calls agree from then on) and
+    /// reclaimed by a sweep if the admin lock is free now (it is never waited for).
+    fn peer_gone_blocking(&self, role: Role, probe: &mut Probe) -> bool {
+        let st = self.role_word(role).load();
+        let Some(slot) = st.holder_slot() else {
+            return st.vacated();
+        };
+        if self.seg.holder_alive(slot) {
+            return false;
+        }
+        probe.dead = Some(st);
+        let _ = self.seg.try_sweep();
+        true
+    }
+
+    /// The cold path of a non-blocking call that would block: whether the peer has gone.
+    /// A vacated role is seen at once (one load); a dead holder that no sweep has
+    /// reclaimed yet is noticed by a lock probe made at most every `PROBE_EVERY`, and
+    /// then reported on every call until the role word changes.
+    #[cold]
+    pub(crate) fn peer_gone_polled(&self, role: Role, probe: &mut Probe) -> bool {
+        let word = self.role_word(role);
+        let st = word.load();
+        let Some(slot) = st.holder_slot() else {
+            return st.vacated();
+        };
+        if probe.dead == Some(st) {
+            return true;
+        }
+        probe.polls = probe.polls.wrapping_add(1);
+        if !probe.polls.is_multiple_of(256) {
+            return false;
+        }
+        let now = sys::monotonic_ns();
+        if now.saturating_sub(probe.last_ns) < PROBE_EVERY.as_nanos() as u64 {
+            return false;
+        }
+        probe.last_ns = now;
+        if self.seg.holder_alive(slot) {
+            false
+        } else {
+            probe.dead = Some(st);
+            let _ = self.seg.try_sweep();
+            true
+        }
+    }
+
+    /// What an empty poll reports: `Disconnected` once nothing is left at `cur.head`
+    /// and the producer has gone, else `Empty`.
     #[inline]
-    pub(crate) fn empty_error(&self, cur: &ConsumerCursor) -> TryRecvError {
-        if self.role_vacated(Role::Producer) && !self.view.is_committed(cur.head) {
+    pub(crate) fn empty_error(&self, cur: &ConsumerCursor, probe: &mut Probe) -> TryRecvError {
+        if !self.view.is_committed(cur.head) && self.peer_gone_polled(Role::Producer, probe) {
             TryRecvError::Disconnected
         } else {
             TryRecvError::Empty
         }
     }
 
-    /// What a failed reservation reports: `Disconnected` once the consumer role is
-    /// vacant, else `Full`. No system call.
+    /// What a failed reservation reports: `Disconnected` once the consumer has gone,
+    /// else `Full`.
     #[cold]
-    pub(crate) fn full_error(&self) -> ReserveError {
-        if self.role_vacated(Role::Consumer) {
+    pub(crate) fn full_error(&self, probe: &mut Probe) -> ReserveError {
+        if self.peer_gone_polled(Role::Consumer, probe) {
             ReserveError::Disconnected
         } else {
             ReserveError::Full
+        }
+    }
+
+    /// Waits until the peer `role` is held by a live handle, or the deadline passes.
+    pub(crate) fn wait_for_peer(&self, role: Role, deadline: Option<Instant>) -> bool {
+        let changed = &self.view.header().ctl.roles_changed;
+        loop {
+            // SYNC POINT: Acquire pairs with the Release increment in `roles_changed`;
+            // loaded before the check so a claim after the check changes it.
+            let seen = changed.load(Ordering::Acquire);
+            if self.peer_state(role) == PeerState::Connected {
+                return true;
+            }
+            match sleep_slice(deadline) {
+                Some(t) => sys::futex_wait(changed, seen, Some(t)),
+                None => return false,
+            }
         }
     }
 
@@ -269,130 +400,173 @@ impl Shared {
         sys::futex_wake(released, u32::MAX);
     }
 
-    /// Whether the holder of `role` has gone: vacated, or dead (then a sweep reclaims
-    /// it). One lock probe, so only called from the slow path.
-    pub(crate) fn role_gone(&self, role: Role) -> bool {
-        let (word, gen_) = self.role_words(role);
-        if role_vacated(word, gen_) {
-            return true;
-        }
-        // Acquire pairs with the claim CAS; only the slot number is used, to probe.
-        let holder = word.load(Ordering::Acquire);
-        if holder != VACANT && !self.seg.holder_alive(holder - 1) {
-            let _ = self.seg.sweep();
-            return true;
-        }
-        false
-    }
-
     /// Waits until position `cur.head` may be committed, the producer has gone, or the
-    /// deadline passes.
-    pub(crate) fn wait_data(&self, cur: &ConsumerCursor, deadline: Option<Instant>) -> Wait {
-        let view = &self.view;
-        let seq = view.seq(cur.head);
-        let spin_until = Instant::now() + SPIN;
-        let mut spins = 0u32;
-        while !view.is_committed(cur.head) {
-            std::hint::spin_loop();
-            spins += 1;
-            if spins.is_multiple_of(64) && Instant::now() >= spin_until {
-                return self.sleep_data(cur, seq, deadline);
-            }
-        }
-        Wait::Retry
-    }
-
-    #[cold]
-    fn sleep_data(
+    /// deadline passes: spins for `spin`, then sleeps.
+    pub(crate) fn wait_data(
         &self,
         cur: &ConsumerCursor,
-        seq: &crate::atomics::AtomicU32,
+        spin: Duration,
         deadline: Option<Instant>,
+        probe: &mut Probe,
     ) -> Wait {
-        let flag = &self.view.header().wait.consumer_waiting;
-        loop {
-            flag.store(1, Ordering::Relaxed);
-            // SYNC POINT: SeqCst fence orders our flag store before the seq re-check,
-            // pairing with the producer's seq store before its flag load in `commit`.
-            // x86 lets the producer's load pass its own store, so a wake may be lost;
-            // the bounded SLICE below is the backstop.
-            fence(Ordering::SeqCst);
-            let seen = seq.load(Ordering::Acquire);
-            let outcome = if seen == RingView::committed_seq(cur.head) {
-                Some(Wait::Retry)
-            } else if self.role_gone(Role::Producer) {
-                Some(Wait::Gone)
-            } else {
-                match sleep_slice(deadline) {
-                    Some(t) => {
-                        sys::futex_wait(seq, seen, Some(t));
-                        None
-                    }
-                    None => Some(Wait::TimedOut),
-                }
-            };
-            flag.store(0, Ordering::Relaxed);
-            if let Some(w) = outcome {
-                return w;
-            }
-            if self.view.is_committed(cur.head) {
-                return Wait::Retry;
-            }
-        }
+        let view = &self.view;
+        let sleep = Sleep {
+            word: view.seq(cur.head),
+            flag: &view.header().wait.consumer_waiting,
+            peer: Role::Producer,
+        };
+        self.block(spin, deadline, sleep, probe, || view.is_committed(cur.head))
     }
 
     /// Waits until at least `want` slots may be free, the consumer has gone, or the
-    /// deadline passes.
+    /// deadline passes: spins for `spin`, then sleeps.
     pub(crate) fn wait_space(
         &self,
         cur: &mut ProducerCursor,
         want: u64,
+        spin: Duration,
         deadline: Option<Instant>,
+        probe: &mut Probe,
     ) -> Wait {
-        let spin_until = Instant::now() + SPIN;
+        let hdr = self.view.header();
+        let sleep = Sleep {
+            word: &hdr.head.released,
+            flag: &hdr.wait.producer_waiting,
+            peer: Role::Consumer,
+        };
+        self.block(spin, deadline, sleep, probe, || cur.free(want) >= want)
+    }
+
+    /// The one blocking loop of every ring wait: spin on `ready` for `spin` (checking
+    /// the deadline and the peer's role word as it goes), then sleep on `sleep.word` in
+    /// slices of at most `SLICE`, probing the peer's liveness once per slice.
+    fn block(
+        &self,
+        spin: Duration,
+        deadline: Option<Instant>,
+        sleep: Sleep<'_>,
+        probe: &mut Probe,
+        mut ready: impl FnMut() -> bool,
+    ) -> Wait {
+        let start = Instant::now();
+        let mut next_probe = start + SLICE;
         let mut spins = 0u32;
-        while cur.free(want) < want {
+        while !ready() {
             std::hint::spin_loop();
-            spins += 1;
-            if spins.is_multiple_of(64) && Instant::now() >= spin_until {
-                return self.sleep_space(cur, want, deadline);
+            spins = spins.wrapping_add(1);
+            if !spins.is_multiple_of(64) {
+                continue;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Wait::TimedOut;
+            }
+            if now.duration_since(start) >= spin {
+                return self.sleep(deadline, sleep, probe, ready);
+            }
+            // Spinning for a long time (or for ever): notice a vacated role at once
+            // and a dead peer once per slice, as a sleeper would.
+            if self.role_vacated(sleep.peer) {
+                return Wait::Gone;
+            }
+            if now >= next_probe {
+                next_probe = now + SLICE;
+                if self.peer_gone_blocking(sleep.peer, probe) {
+                    return Wait::Gone;
+                }
             }
         }
         Wait::Retry
     }
 
     #[cold]
-    fn sleep_space(&self, cur: &mut ProducerCursor, want: u64, deadline: Option<Instant>) -> Wait {
-        let w = &self.view.header().wait;
+    fn sleep(
+        &self,
+        deadline: Option<Instant>,
+        sleep: Sleep<'_>,
+        probe: &mut Probe,
+        mut ready: impl FnMut() -> bool,
+    ) -> Wait {
         loop {
-            w.producer_waiting.store(1, Ordering::Relaxed);
-            // SYNC POINT: as in `sleep_data`, paired with the consumer's head store
-            // before its flag load in `release`.
+            sleep.flag.store(1, Ordering::Relaxed);
+            // SYNC POINT: the SeqCst fence orders our flag store before the re-check,
+            // pairing with the peer's store (seq in `commit`, head in `release`) before
+            // its flag load. x86 lets the peer's load pass its own store, so a wake may
+            // be lost; the bounded SLICE below is the backstop.
             fence(Ordering::SeqCst);
-            let released = &self.view.header().head.released;
-            let seen = released.load(Ordering::Acquire);
-            let outcome = if cur.free(want) >= want {
+            // SYNC POINT: Acquire pairs with the peer's Release store of the word.
+            let seen = sleep.word.load(Ordering::Acquire);
+            let outcome = if ready() {
                 Some(Wait::Retry)
-            } else if self.role_gone(Role::Consumer) {
+            } else if self.peer_gone_blocking(sleep.peer, probe) {
                 Some(Wait::Gone)
             } else {
                 match sleep_slice(deadline) {
                     Some(t) => {
-                        sys::futex_wait(released, seen, Some(t));
+                        sys::futex_wait(sleep.word, seen, Some(t));
                         None
                     }
                     None => Some(Wait::TimedOut),
                 }
             };
-            w.producer_waiting.store(0, Ordering::Relaxed);
-            if let Some(o) = outcome {
-                return o;
+            sleep.flag.store(0, Ordering::Relaxed);
+            if let Some(w) = outcome {
+                return w;
             }
-            if cur.free(want) >= want {
+            if ready() {
                 return Wait::Retry;
             }
         }
     }
+}
+
+/// What a blocked handle sleeps on.
+#[derive(Clone, Copy)]
+struct Sleep<'a> {
+    /// The futex word its peer changes when the condition may have changed.
+    word: &'a AtomicU32,
+    /// Its "I may be asleep" flag, which the peer checks before waking.
+    flag: &'a AtomicU32,
+    /// The role whose departure ends the wait.
+    peer: Role,
+}
+
+/// A handle's record of liveness probes made on the non-blocking path.
+#[derive(Debug, Default)]
+pub(crate) struct Probe {
+    polls: u32,
+    last_ns: u64,
+    /// A role word whose holder a probe found dead.
+    dead: Option<RoleState>,
+}
+
+/// How much of an existing ring's geometry must match.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Slot shape and capacity.
+    Exact,
+    /// Slot shape; any capacity.
+    AnyCapacity,
+    /// Any byte ring.
+    AnyByteRing,
+}
+
+/// Why two slot shapes differ, in a user's terms.
+fn describe_slots(found: &Geometry, expected: &Geometry) -> String {
+    let what = |g: &Geometry| match g.flavor {
+        FLAVOR_BYTES => format!(
+            "byte messages of up to {} bytes",
+            g.payload_size.saturating_sub(8)
+        ),
+        _ => format!("{}-byte payloads", g.payload_size),
+    };
+    format!(
+        "the ring holds {} in {}-byte slots, this call expects {} in {}-byte slots",
+        what(found),
+        found.stride,
+        what(expected),
+        expected.stride
+    )
 }
 
 /// The next sleep: at most one SLICE, at most until the deadline; None if it passed.
@@ -409,4 +583,51 @@ fn sleep_slice(deadline: Option<Instant>) -> Option<Duration> {
 /// Deadline of a timeout from now (None if it overflows: wait forever).
 pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
+}
+
+impl Shared {
+    /// Waits until `want` slots are free: `Ok`, or why not.
+    pub(crate) fn await_space(
+        &self,
+        cur: &mut ProducerCursor,
+        want: u64,
+        spin: Duration,
+        deadline: Option<Instant>,
+        probe: &mut Probe,
+    ) -> std::result::Result<(), ReserveTimeoutError> {
+        loop {
+            if cur.free(want) >= want {
+                return Ok(());
+            }
+            match self.wait_space(cur, want, spin, deadline, probe) {
+                Wait::Retry => {}
+                // One last look: the consumer may have freed slots before going.
+                Wait::Gone if cur.free(want) >= want => return Ok(()),
+                Wait::Gone => return Err(ReserveTimeoutError::Disconnected),
+                Wait::TimedOut => return Err(ReserveTimeoutError::Timeout),
+            }
+        }
+    }
+
+    /// Waits until position `cur.head` is committed: `Ok`, or why not.
+    pub(crate) fn await_data(
+        &self,
+        cur: &ConsumerCursor,
+        spin: Duration,
+        deadline: Option<Instant>,
+        probe: &mut Probe,
+    ) -> std::result::Result<(), RecvTimeoutError> {
+        loop {
+            if self.view.is_committed(cur.head) {
+                return Ok(());
+            }
+            match self.wait_data(cur, spin, deadline, probe) {
+                Wait::Retry => {}
+                // One last look: the producer may have committed before going.
+                Wait::Gone if self.view.is_committed(cur.head) => return Ok(()),
+                Wait::Gone => return Err(RecvTimeoutError::Disconnected),
+                Wait::TimedOut => return Err(RecvTimeoutError::Timeout),
+            }
+        }
+    }
 }

@@ -238,6 +238,14 @@ impl Segment {
         Ok(admin.sweep(Some(self.slot), self.recover))
     }
 
+    /// Runs the sweep only if the admin lock is free now: never waits. `None` if it is
+    /// busy (another process is in an admin section, or stopped inside one).
+    pub(crate) fn try_sweep(&self) -> Option<SweepOutcome> {
+        self.check_owner().ok()?;
+        let admin = self.mapped.lock_admin(Duration::ZERO).ok()?;
+        Some(admin.sweep(Some(self.slot), self.recover))
+    }
+
     /// Describes the segment.
     pub(crate) fn info(&self) -> SegmentInfo {
         self.mapped.info(Some(self.slot))

@@ -110,6 +110,10 @@ pub struct Options {
     pub holders: u32,
     /// How long to wait for another process's admin section or creation (default 5 s).
     pub timeout: Duration,
+    /// `open_or_create` of a ring that exists: accept any capacity (and, for a byte
+    /// ring, any message size) instead of failing with a layout mismatch (default
+    /// `false`: the existing ring must be what the caller would have created).
+    pub any_capacity: bool,
 }
 
 impl Default for Options {
@@ -119,6 +123,7 @@ impl Default for Options {
             allow_foreign_owner: false,
             holders: DEFAULT_HOLDERS,
             timeout: Duration::from_secs(5),
+            any_capacity: false,
         }
     }
 }

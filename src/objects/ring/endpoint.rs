@@ -2,7 +2,7 @@
 //! calls, locks, allocation and read-modify-write atomics. Blocking lives in the
 //! handle layer; these return "would block" and let it decide.
 
-use super::{RingView, VACANT};
+use super::RingView;
 use crate::atomics::Ordering;
 
 /// The producer's private cursor.
@@ -134,18 +134,4 @@ impl ConsumerCursor {
         #[cfg(not(loom))]
         crate::sys::futex_wake(&self.view.header().head.released, u32::MAX);
     }
-}
-
-#[cfg_attr(loom, allow(dead_code))]
-/// Whether a role word says the role was held once and is vacant now.
-#[inline]
-pub(crate) fn role_vacated(
-    role: &crate::atomics::AtomicU32,
-    gen_: &crate::atomics::AtomicU32,
-) -> bool {
-    // The claim count first: a claimant bumps it (Release) after taking the role word,
-    // so a count seen > 0 means the role load below sees that claim or a later release.
-    // Loading the role first could pair "vacant, before the first claim" with "count 1".
-    // SYNC POINT: Acquire pairs with the Release increment in `Shared::claim`.
-    gen_.load(Ordering::Acquire) > 0 && role.load(Ordering::Acquire) == VACANT
 }

@@ -93,7 +93,7 @@ fn loom_recovery_finds_the_committed_frontier() {
         let m = model(4);
         let ctl = &m.view.header().ctl;
         // Holder slot 0 holds the producer role.
-        ctl.producer.store(1, crate::atomics::Ordering::Relaxed);
+        ctl.producer.set_holder_for_test(0);
         let mp = m.clone();
         let producer = thread::spawn(move || {
             let mut p = ProducerCursor::resume(mp.view);
@@ -110,10 +110,7 @@ fn loom_recovery_finds_the_committed_frontier() {
         });
         producer.join().unwrap();
         recover(&m.view, 0);
-        assert_eq!(
-            ctl.producer.load(crate::atomics::Ordering::Relaxed),
-            super::VACANT
-        );
+        assert!(ctl.producer.load().vacated());
         let successor = ProducerCursor::resume(m.view);
         assert_eq!(
             successor.tail, 2,

@@ -37,6 +37,7 @@ mod loom;
 use crossbeam_utils::CachePadded;
 
 use crate::atomics::{AtomicU32, AtomicU64, Ordering};
+use crate::objects::role::RoleWord;
 
 /// `b"TALLYRNG"`.
 pub(crate) const RING_MAGIC: u64 = u64::from_le_bytes(*b"TALLYRNG");
@@ -48,17 +49,14 @@ pub(crate) const FLAVOR_TYPED: u32 = 1;
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) const FLAVOR_BYTES: u32 = 2;
 
-/// Role words hold `holder slot + 1`; this is "nobody".
-pub(crate) const VACANT: u32 = 0;
-
-/// Roles and their claim counts.
+/// The two roles, and a futex word for those waiting for a role to be claimed.
 #[repr(C)]
 pub(crate) struct Control {
-    pub producer: AtomicU32,
-    pub consumer: AtomicU32,
-    /// How many times a producer has claimed the role (0: never).
-    pub producer_gen: AtomicU32,
-    pub consumer_gen: AtomicU32,
+    pub producer: RoleWord,
+    pub consumer: RoleWord,
+    /// Bumped after every claim and release: a handle waiting for its peer to appear
+    /// sleeps on it. Only a wake-up counter; the role words are the truth.
+    pub roles_changed: AtomicU32,
 }
 
 #[repr(C)]
@@ -169,10 +167,9 @@ pub(crate) unsafe fn init(base: *mut u8, geo: &Geometry) {
         payload_size: geo.payload_size as u32,
         flavor: geo.flavor,
         ctl: CachePadded::new(Control {
-            producer: AtomicU32::new(VACANT),
-            consumer: AtomicU32::new(VACANT),
-            producer_gen: AtomicU32::new(0),
-            consumer_gen: AtomicU32::new(0),
+            producer: RoleWord::new(),
+            consumer: RoleWord::new(),
+            roles_changed: AtomicU32::new(0),
         }),
         tail: CachePadded::new(AtomicU64::new(0)),
         head: CachePadded::new(ConsumerLine {
@@ -374,28 +371,22 @@ impl RingView {
 /// The sweep's recovery for a dead holder of `slot`: vacate the roles it held. A
 /// producer's uncommitted reservation was never published; a consumer's peeked but
 /// unreleased message stays for the next consumer (at-least-once for that message).
+/// Also run by a claimant that finds a role naming a slot that is not a live holder.
 pub(crate) fn recover(view: &RingView, holder_slot: u32) {
     let hdr = view.header();
-    let me = holder_slot + 1;
-    if hdr.ctl.producer.load(Ordering::Acquire) == me {
+    let me = holder_slot.wrapping_add(1);
+    if hdr.ctl.producer.load().holder == me {
         // It never stored tail (that happens on a clean release): recompute it.
         let frontier = view.committed_frontier();
         view.store_tail(frontier);
         // A sleeper flag it left set would make every release wake nobody.
         hdr.wait.producer_waiting.store(0, Ordering::Relaxed);
-        // SYNC POINT: Release pairs with the Acquire of the next producer's claim CAS.
-        // A CAS, not a store: only ever vacate the role from the dead holder.
-        let _ = hdr
-            .ctl
-            .producer
-            .compare_exchange(me, VACANT, Ordering::Release, Ordering::Relaxed);
+        // A CAS inside: only ever vacates the role from the dead holder. Its Release
+        // orders the tail store above before the next producer's claim.
+        hdr.ctl.producer.vacate_dead(me);
     }
-    if hdr.ctl.consumer.load(Ordering::Acquire) == me {
+    if hdr.ctl.consumer.load().holder == me {
         hdr.wait.consumer_waiting.store(0, Ordering::Relaxed);
-        // SYNC POINT: Release pairs with the Acquire of the next consumer's claim CAS.
-        let _ = hdr
-            .ctl
-            .consumer
-            .compare_exchange(me, VACANT, Ordering::Release, Ordering::Relaxed);
+        hdr.ctl.consumer.vacate_dead(me);
     }
 }
