@@ -4,22 +4,33 @@ use crate::error::{Error, Result};
 use crate::segment::{self, Options, Segment, SegmentInfo, admin};
 
 /// The names of every tally object in the shared-memory namespace.
+///
+/// # Errors
+/// [`Error::Io`] if the shared-memory directory cannot be listed.
 pub fn list() -> Result<Vec<String>> {
     admin::names()
 }
 
 /// Describes the object `name`, with each holder's pid and liveness.
+///
+/// # Errors
+/// [`Error::NotFound`], [`Error::InvalidName`], [`Error::VersionMismatch`],
+/// [`Error::Corrupted`], [`Error::PermissionDenied`] or [`Error::Io`].
 pub fn inspect(name: &str) -> Result<SegmentInfo> {
     admin::inspect(name, &Options::default())
 }
 
 /// Describes `name` with explicit options (for foreign-owned segments).
+///
+/// # Errors
+/// As [`inspect`].
 pub fn inspect_with(name: &str, opts: &Options) -> Result<SegmentInfo> {
     admin::inspect(name, opts)
 }
 
 /// What one sweep of one or all objects did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SweepReport {
     /// Dead holders whose slots (and object state) were reclaimed.
     pub reclaimed_holders: u32,
@@ -32,6 +43,10 @@ pub struct SweepReport {
 }
 
 /// Sweeps the object `name`: reclaims its dead holders, unlinks it if none is alive.
+///
+/// # Errors
+/// As [`inspect`], and [`Error::Timeout`] if the admin lock stays held longer than
+/// [`Options::timeout`].
 pub fn sweep(name: &str) -> Result<SweepReport> {
     let out = admin::sweep(name, &Options::default(), crate::objects::recover_any)?;
     Ok(SweepReport {
@@ -47,6 +62,10 @@ pub fn sweep(name: &str) -> Result<SweepReport> {
 }
 
 /// Sweeps every tally object, and removes debris of creators that died mid-create.
+///
+/// # Errors
+/// [`Error::Io`] if the shared-memory directory cannot be listed; objects that cannot
+/// be swept are reported in [`SweepReport::errors`].
 pub fn sweep_all() -> Result<SweepReport> {
     let mut report = SweepReport {
         init_debris_removed: segment::sweep_init_debris(),
@@ -68,6 +87,10 @@ pub fn sweep_all() -> Result<SweepReport> {
 
 /// Unlinks `name` by force. Live holders keep working on their mapping, detached
 /// from the name; a new object may be created under it at once.
+///
+/// # Errors
+/// [`Error::NotFound`], [`Error::InvalidName`], or [`Error::Io`] if the name cannot be
+/// unlinked.
 pub fn remove(name: &str) -> Result<()> {
     admin::remove(name, &Options::default())
 }
@@ -79,6 +102,14 @@ pub struct Holder {
 
 impl Holder {
     /// Attaches to the live object `name`, whatever its kind.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if no live object has the name; [`Error::KindMismatch`] or
+    /// [`Error::LayoutMismatch`] if it holds another kind or payload;
+    /// [`Error::VersionMismatch`] or [`Error::Corrupted`] for a segment this build
+    /// cannot read; [`Error::TableFull`] if its holder table is full;
+    /// [`Error::PermissionDenied`], [`Error::Timeout`] or [`Error::Io`] from the
+    /// system.
     pub fn open(name: &str, opts: &Options) -> Result<Self> {
         Ok(Holder {
             seg: Segment::open_expecting(name, None, crate::objects::recover_any, opts)?,

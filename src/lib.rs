@@ -1,11 +1,10 @@
-//! tally: crash-safe, zero-copy inter-process objects in named shared memory.
-//!
-//! Objects live in named segments under `/dev/shm/tally.NAME`. Each segment counts
-//! its holders in a table whose liveness the kernel vouches for (an OFD lock per
-//! holder), so the last holder to leave — by drop or by death — unlinks it.
-//! See README.md for the guarantees and docs/ARCHITECTURE.md for how they hold.
+// The crate's front page is the README: the quick start, the guarantees and their
+// limits. Its Rust examples run as doc tests. How the guarantees hold is in
+// docs/ARCHITECTURE.md.
+#![doc = include_str!("../README.md")]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+#![warn(clippy::missing_errors_doc)]
 
 // Under `--cfg loom` only the lock-free core and the heap backend are built: the
 // model checker runs the ring protocol without shared files or system calls.
@@ -38,7 +37,7 @@ pub use ring::{
     TrySendError, WriteBatch, WriteSlot,
 };
 #[cfg(not(loom))]
-pub use segment::{HolderInfo, Kind, Options, SegmentInfo, SweepOutcome};
+pub use segment::{HolderInfo, Kind, Options, RingInfo, RoleInfo, SegmentInfo, SweepOutcome};
 
 #[cfg(not(loom))]
 #[doc(hidden)]
@@ -50,8 +49,3 @@ pub mod __private {
         pid_exists, pin_to_cpu, process_start_ticks, wait_termination_signal,
     };
 }
-
-/// The README's examples, compiled and run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;

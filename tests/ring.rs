@@ -586,7 +586,14 @@ fn opening_with_another_payload_or_kind_is_a_typed_error() {
     assert_eq!(name, g.name);
     // Same size and alignment, another type: still refused.
     assert_err!(Ring::<i64>::open(&g.name), Error::LayoutMismatch { .. });
-    assert_err!(ByteRing::open(&g.name), Error::LayoutMismatch { .. });
+    assert_err!(
+        ByteRing::open(&g.name),
+        Error::KindMismatch {
+            expected: Kind::ByteRing,
+            found: Kind::SpscRing,
+            ..
+        }
+    );
     assert_err!(
         Region::open(&g.name),
         Error::KindMismatch {
@@ -1624,4 +1631,42 @@ fn byte_handles_have_the_typed_methods() {
     drop(rx);
     assert!(tx.is_disconnected());
     let _ = format!("{tx:?} {ring:?}");
+}
+
+#[test]
+fn info_shows_capacity_fill_and_roles() {
+    let g = Guard::new(PREFIX, "ringinfo");
+    let ring = Ring::<u64>::create(&g.name, 8).unwrap();
+    let r = ring.info().ring.expect("a ring reports ring details");
+    assert_eq!((r.capacity, r.max_message, r.committed), (8, 8, 0));
+    assert_eq!((r.producer.holder_slot, r.producer.claims), (None, 0));
+    let mut tx = ring.producer().unwrap();
+    for v in 0..3 {
+        tx.send(v).unwrap();
+    }
+    let r = ring.info().ring.unwrap();
+    assert_eq!((r.committed, r.head), (3, 0));
+    assert_eq!(r.producer.holder_slot, Some(0), "{r:?}");
+    assert_eq!(r.consumer.holder_slot, None);
+    drop(tx);
+    let r = ring.info().ring.unwrap();
+    assert_eq!(
+        (r.producer.holder_slot, r.producer.last_exit),
+        (None, "closed")
+    );
+    let b = unique(PREFIX, "ringinfo-bytes");
+    let bytes = ByteRing::create(&b, 4, 100).unwrap();
+    let info = bytes.info();
+    assert_eq!(info.kind, Kind::ByteRing);
+    assert_eq!(info.ring.unwrap().max_message, 100);
+    assert!(
+        Region::create(&unique(PREFIX, "ringinfo-r"), 64)
+            .unwrap()
+            .info()
+            .ring
+            .is_none()
+    );
+    drop((ring, bytes));
+    assert_gone(&g.name);
+    assert_gone(&b);
 }

@@ -16,7 +16,7 @@ use crate::segment::{Kind, ObjectMem};
 pub(crate) fn recover_any(kind: u32, mem: ObjectMem, slot: u32) {
     match Kind::from_tag(kind) {
         Kind::Bytes => {}
-        Kind::SpscRing => {
+        Kind::SpscRing | Kind::ByteRing => {
             // SAFETY: the segment layer hands us its mapped, 128-aligned object area.
             if let Ok(geo) = unsafe { ring::read_geometry(mem.ptr, mem.len) } {
                 // SAFETY: geometry validated against the area's length just above.
@@ -25,5 +25,21 @@ pub(crate) fn recover_any(kind: u32, mem: ObjectMem, slot: u32) {
             }
         }
         Kind::Unknown(_) => {}
+    }
+}
+
+#[cfg(not(loom))]
+/// What `tally inspect` shows of the object in `mem`, for kinds that have more to show
+/// than the segment header: rings. `None` for other kinds or an invalid ring header.
+pub(crate) fn ring_info(kind: u32, mem: ObjectMem) -> Option<crate::segment::RingInfo> {
+    match Kind::from_tag(kind) {
+        Kind::SpscRing | Kind::ByteRing => {
+            // SAFETY: the segment layer hands us its mapped, 128-aligned object area.
+            let geo = unsafe { ring::read_geometry(mem.ptr, mem.len) }.ok()?;
+            // SAFETY: geometry validated against the area's length just above.
+            let view = unsafe { ring::RingView::new(mem.ptr, geo) };
+            Some(ring::describe(&view))
+        }
+        _ => None,
     }
 }

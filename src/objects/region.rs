@@ -47,11 +47,23 @@ fn spec(len: usize) -> ObjectSpec<'static> {
 
 impl Region {
     /// Creates a region of `len` bytes, zeroed, with default [`Options`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] or [`Error::InvalidArgument`] for a bad name or size;
+    /// [`Error::AlreadyExists`] if a live object has the name; [`Error::NoSpace`] if
+    /// `/dev/shm` cannot hold it; [`Error::PermissionDenied`] or [`Error::Io`] from the
+    /// system.
     pub fn create(name: &str, len: usize) -> Result<Self> {
         Self::create_with(name, len, &Options::default())
     }
 
     /// Creates a region of `len` bytes with `opts`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] or [`Error::InvalidArgument`] for a bad name or size;
+    /// [`Error::AlreadyExists`] if a live object has the name; [`Error::NoSpace`] if
+    /// `/dev/shm` cannot hold it; [`Error::PermissionDenied`] or [`Error::Io`] from the
+    /// system.
     pub fn create_with(name: &str, len: usize, opts: &Options) -> Result<Self> {
         if len == 0 {
             return Err(Error::InvalidArgument(
@@ -62,17 +74,37 @@ impl Region {
     }
 
     /// Opens the live region `name`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if no live object has the name; [`Error::KindMismatch`] or
+    /// [`Error::LayoutMismatch`] if it holds another kind or payload;
+    /// [`Error::VersionMismatch`] or [`Error::Corrupted`] for a segment this build
+    /// cannot read; [`Error::TableFull`] if its holder table is full;
+    /// [`Error::PermissionDenied`], [`Error::Timeout`] or [`Error::Io`] from the
+    /// system.
     pub fn open(name: &str) -> Result<Self> {
         Self::open_with(name, &Options::default())
     }
 
     /// Opens the live region `name` with `opts`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if no live object has the name; [`Error::KindMismatch`] or
+    /// [`Error::LayoutMismatch`] if it holds another kind or payload;
+    /// [`Error::VersionMismatch`] or [`Error::Corrupted`] for a segment this build
+    /// cannot read; [`Error::TableFull`] if its holder table is full;
+    /// [`Error::PermissionDenied`], [`Error::Timeout`] or [`Error::Io`] from the
+    /// system.
     pub fn open_with(name: &str, opts: &Options) -> Result<Self> {
         Ok(Self::from_segment(Segment::open(name, &spec(0), opts)?))
     }
 
     /// Opens `name`, or creates it with `len` bytes if no live region is there.
     /// Returns whether this call created it.
+    ///
+    /// # Errors
+    /// As `create` and `open`; an existing region of another length is a
+    /// [`Error::LayoutMismatch`].
     pub fn open_or_create(name: &str, len: usize, opts: &Options) -> Result<(Self, bool)> {
         if len == 0 {
             return Err(Error::InvalidArgument(
@@ -126,6 +158,9 @@ impl Region {
     /// relaxed atomic load: a concurrent writer can interleave with the copy, so
     /// synchronise (a ring, a semaphore) to read a consistent whole. For bulk speed
     /// under your own synchronisation, use [`as_ptr`](Region::as_ptr).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the range does not lie inside the region.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check(offset, buf.len())?;
         for (i, b) in buf.iter_mut().enumerate() {
@@ -136,6 +171,9 @@ impl Region {
 
     /// Copies `data` into the region at `offset`, byte by byte with relaxed atomic
     /// stores (see [`read`](Region::read)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the range does not lie inside the region.
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check(offset, data.len())?;
         for (i, &b) in data.iter().enumerate() {
@@ -151,6 +189,10 @@ impl Region {
     }
 
     /// Reclaims dead holders now (open and create also do it).
+    ///
+    /// # Errors
+    /// [`Error::Inherited`] in a forked child; [`Error::Timeout`] if the admin lock
+    /// stays held longer than [`Options::timeout`](crate::Options::timeout).
     pub fn sweep(&self) -> Result<SweepOutcome> {
         self.seg.sweep()
     }

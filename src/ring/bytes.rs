@@ -72,11 +72,23 @@ fn byte_geometry(capacity: usize, max_message: usize) -> Result<Geometry> {
 
 impl ByteRing {
     /// Creates a ring of at least `capacity` slots of `max_message` bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] or [`Error::InvalidArgument`] for a bad name or size;
+    /// [`Error::AlreadyExists`] if a live object has the name; [`Error::NoSpace`] if
+    /// `/dev/shm` cannot hold it; [`Error::PermissionDenied`] or [`Error::Io`] from the
+    /// system.
     pub fn create(name: &str, capacity: usize, max_message: usize) -> Result<Self> {
         Self::create_with(name, capacity, max_message, &Options::default())
     }
 
     /// Creates with explicit [`Options`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] or [`Error::InvalidArgument`] for a bad name or size;
+    /// [`Error::AlreadyExists`] if a live object has the name; [`Error::NoSpace`] if
+    /// `/dev/shm` cannot hold it; [`Error::PermissionDenied`] or [`Error::Io`] from the
+    /// system.
     pub fn create_with(
         name: &str,
         capacity: usize,
@@ -90,17 +102,38 @@ impl ByteRing {
     }
 
     /// Opens the live byte ring `name`, whatever its sizes.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if no live object has the name; [`Error::KindMismatch`] or
+    /// [`Error::LayoutMismatch`] if it holds another kind or payload;
+    /// [`Error::VersionMismatch`] or [`Error::Corrupted`] for a segment this build
+    /// cannot read; [`Error::TableFull`] if its holder table is full;
+    /// [`Error::PermissionDenied`], [`Error::Timeout`] or [`Error::Io`] from the
+    /// system.
     pub fn open(name: &str) -> Result<Self> {
         Self::open_with(name, &Options::default())
     }
 
     /// Opens with explicit [`Options`].
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if no live object has the name; [`Error::KindMismatch`] or
+    /// [`Error::LayoutMismatch`] if it holds another kind or payload;
+    /// [`Error::VersionMismatch`] or [`Error::Corrupted`] for a segment this build
+    /// cannot read; [`Error::TableFull`] if its holder table is full;
+    /// [`Error::PermissionDenied`], [`Error::Timeout`] or [`Error::Io`] from the
+    /// system.
     pub fn open_with(name: &str, opts: &Options) -> Result<Self> {
         let seg_geo = Shared::open_any_bytes(name, opts)?;
         Ok(ByteRing { shared: seg_geo })
     }
 
     /// Opens `name` or creates it. Returns whether it created.
+    ///
+    /// # Errors
+    /// As `create` and `open`. An existing ring of another capacity (or, for a byte
+    /// ring, message size) is a [`Error::LayoutMismatch`] unless
+    /// [`Options::any_capacity`](crate::Options::any_capacity).
     pub fn open_or_create(
         name: &str,
         capacity: usize,
@@ -113,6 +146,11 @@ impl ByteRing {
     }
 
     /// Claims the producer role.
+    ///
+    /// # Errors
+    /// [`Error::RoleTaken`] while a live handle holds the role; [`Error::Inherited`] in
+    /// a forked child; [`Error::Timeout`] if reclaiming a dead holder's role waits for
+    /// the admin lock longer than [`Options::timeout`](crate::Options::timeout).
     pub fn producer(&self) -> Result<ByteProducer> {
         self.shared.claim(Role::Producer)?;
         Ok(ByteProducer {
@@ -124,6 +162,11 @@ impl ByteRing {
     }
 
     /// Claims the consumer role.
+    ///
+    /// # Errors
+    /// [`Error::RoleTaken`] while a live handle holds the role; [`Error::Inherited`] in
+    /// a forked child; [`Error::Timeout`] if reclaiming a dead holder's role waits for
+    /// the admin lock longer than [`Options::timeout`](crate::Options::timeout).
     pub fn consumer(&self) -> Result<ByteConsumer> {
         self.shared.claim(Role::Consumer)?;
         Ok(ByteConsumer {
@@ -155,6 +198,10 @@ impl ByteRing {
     }
 
     /// Reclaims dead holders now.
+    ///
+    /// # Errors
+    /// [`Error::Inherited`] in a forked child; [`Error::Timeout`] if the admin lock
+    /// stays held longer than [`Options::timeout`](crate::Options::timeout).
     pub fn sweep(&self) -> Result<SweepOutcome> {
         self.shared.seg.sweep()
     }

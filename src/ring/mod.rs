@@ -78,11 +78,23 @@ fn typed_geometry<T: Pod>(capacity: usize) -> Result<Geometry> {
 
 impl<T: Pod> Ring<T> {
     /// Creates a ring of at least `capacity` slots (rounded up to a power of two).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] or [`Error::InvalidArgument`] for a bad name or size;
+    /// [`Error::AlreadyExists`] if a live object has the name; [`Error::NoSpace`] if
+    /// `/dev/shm` cannot hold it; [`Error::PermissionDenied`] or [`Error::Io`] from the
+    /// system. A payload aligned above 128 bytes is an [`Error::InvalidArgument`].
     pub fn create(name: &str, capacity: usize) -> Result<Self> {
         Self::create_with(name, capacity, &Options::default())
     }
 
     /// Creates a ring with explicit [`Options`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] or [`Error::InvalidArgument`] for a bad name or size;
+    /// [`Error::AlreadyExists`] if a live object has the name; [`Error::NoSpace`] if
+    /// `/dev/shm` cannot hold it; [`Error::PermissionDenied`] or [`Error::Io`] from the
+    /// system.
     pub fn create_with(name: &str, capacity: usize, opts: &Options) -> Result<Self> {
         let shared = Shared::create(
             name,
@@ -94,17 +106,38 @@ impl<T: Pod> Ring<T> {
     }
 
     /// Opens the live ring `name`; its payload type must be `T`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if no live object has the name; [`Error::KindMismatch`] or
+    /// [`Error::LayoutMismatch`] if it holds another kind or payload;
+    /// [`Error::VersionMismatch`] or [`Error::Corrupted`] for a segment this build
+    /// cannot read; [`Error::TableFull`] if its holder table is full;
+    /// [`Error::PermissionDenied`], [`Error::Timeout`] or [`Error::Io`] from the
+    /// system.
     pub fn open(name: &str) -> Result<Self> {
         Self::open_with(name, &Options::default())
     }
 
     /// Opens with explicit [`Options`].
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if no live object has the name; [`Error::KindMismatch`] or
+    /// [`Error::LayoutMismatch`] if it holds another kind or payload;
+    /// [`Error::VersionMismatch`] or [`Error::Corrupted`] for a segment this build
+    /// cannot read; [`Error::TableFull`] if its holder table is full;
+    /// [`Error::PermissionDenied`], [`Error::Timeout`] or [`Error::Io`] from the
+    /// system.
     pub fn open_with(name: &str, opts: &Options) -> Result<Self> {
         let shared = Shared::open(name, Fingerprint::of::<T>(), typed_geometry::<T>(1)?, opts)?;
         Ok(Self::wrap(shared))
     }
 
     /// Opens `name`, or creates it with `capacity` slots. Returns whether it created.
+    ///
+    /// # Errors
+    /// As `create` and `open`. An existing ring of another capacity (or, for a byte
+    /// ring, message size) is a [`Error::LayoutMismatch`] unless
+    /// [`Options::any_capacity`](crate::Options::any_capacity).
     pub fn open_or_create(name: &str, capacity: usize, opts: &Options) -> Result<(Self, bool)> {
         let (shared, created) = Shared::open_or_create(
             name,
@@ -124,6 +157,11 @@ impl<T: Pod> Ring<T> {
 
     /// Claims the producer role. Fails with [`Error::RoleTaken`] while a live handle
     /// holds it; a dead holder's claim is reclaimed first.
+    ///
+    /// # Errors
+    /// [`Error::RoleTaken`] while a live handle holds the role; [`Error::Inherited`] in
+    /// a forked child; [`Error::Timeout`] if reclaiming a dead holder's role waits for
+    /// the admin lock longer than [`Options::timeout`](crate::Options::timeout).
     pub fn producer(&self) -> Result<Producer<T>> {
         self.shared.claim(Role::Producer)?;
         Ok(Producer {
@@ -136,6 +174,11 @@ impl<T: Pod> Ring<T> {
     }
 
     /// Claims the consumer role.
+    ///
+    /// # Errors
+    /// [`Error::RoleTaken`] while a live handle holds the role; [`Error::Inherited`] in
+    /// a forked child; [`Error::Timeout`] if reclaiming a dead holder's role waits for
+    /// the admin lock longer than [`Options::timeout`](crate::Options::timeout).
     pub fn consumer(&self) -> Result<Consumer<T>> {
         self.shared.claim(Role::Consumer)?;
         Ok(Consumer {
@@ -163,6 +206,10 @@ impl<T: Pod> Ring<T> {
     }
 
     /// Reclaims dead holders now.
+    ///
+    /// # Errors
+    /// [`Error::Inherited`] in a forked child; [`Error::Timeout`] if the admin lock
+    /// stays held longer than [`Options::timeout`](crate::Options::timeout).
     pub fn sweep(&self) -> Result<SweepOutcome> {
         self.shared.seg.sweep()
     }

@@ -82,7 +82,11 @@ impl Shared {
             .object_len()
             .ok_or_else(|| Error::InvalidArgument("ring too large".into()))?;
         Ok(ObjectSpec {
-            kind: Kind::SpscRing,
+            kind: if geo.flavor == FLAVOR_BYTES {
+                Kind::ByteRing
+            } else {
+                Kind::SpscRing
+            },
             fingerprint,
             object_len,
             init: Box::new(move |mem| {

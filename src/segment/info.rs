@@ -4,6 +4,7 @@ use super::*;
 
 /// Outcome of a sweep.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SweepOutcome {
     /// Dead holders whose slots were reclaimed.
     pub reclaimed: u32,
@@ -15,6 +16,7 @@ pub struct SweepOutcome {
 
 /// One holder, as `tally inspect` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HolderInfo {
     /// Slot index in the table.
     pub slot: u32,
@@ -30,6 +32,7 @@ pub struct HolderInfo {
 
 /// A read-only description of a segment.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SegmentInfo {
     /// Object name (without the `tally.` prefix).
     pub name: String,
@@ -61,6 +64,41 @@ pub struct SegmentInfo {
     pub reclaimed_total: u64,
     /// Every used slot of the holder table.
     pub holders: Vec<HolderInfo>,
+    /// For rings: capacity, fill and who holds which role. `None` for other kinds, or
+    /// when the ring's header does not validate.
+    pub ring: Option<RingInfo>,
+}
+
+/// What `tally inspect` shows of a ring (a snapshot: it may change as it is read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RingInfo {
+    /// Slots.
+    pub capacity: u64,
+    /// Bytes per slot, including its sequence word and padding.
+    pub slot_bytes: u64,
+    /// Payload bytes per slot: the payload type's size, or a byte ring's largest message.
+    pub max_message: u64,
+    /// Next position the consumer will release.
+    pub head: u64,
+    /// Committed messages waiting from `head` on (the fill).
+    pub committed: u64,
+    /// The producer role.
+    pub producer: RoleInfo,
+    /// The consumer role.
+    pub consumer: RoleInfo,
+}
+
+/// Who holds a role of an object, and how its last holder left.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoleInfo {
+    /// The holder-table slot of the handle holding the role, if any.
+    pub holder_slot: Option<u32>,
+    /// How many times the role was claimed.
+    pub claims: u32,
+    /// How the last holder left: `"closed"`, `"crashed"`, or `"none"` (held, or never).
+    pub last_exit: &'static str,
 }
 
 pub(super) fn state_name(s: u32) -> &'static str {

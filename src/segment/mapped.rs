@@ -200,6 +200,7 @@ impl Mapped {
             created_unix_ms: self.layout.created_unix_ms,
             reclaimed_total: h.reclaimed_total.load(Ordering::Relaxed),
             holders,
+            ring: crate::objects::ring_info(self.layout.kind, self.object()),
         }
     }
 

@@ -57,8 +57,10 @@ pub const MAX_NAME_LEN: usize = 200;
 pub enum Kind {
     /// A raw byte region ([`crate::Region`]).
     Bytes,
-    /// A single-producer single-consumer ring.
+    /// A single-producer single-consumer ring of typed messages ([`crate::Ring`]).
     SpscRing,
+    /// A single-producer single-consumer ring of byte messages ([`crate::ByteRing`]).
+    ByteRing,
     /// A tag this build does not know.
     Unknown(u32),
 }
@@ -68,6 +70,7 @@ impl Kind {
         match self {
             Kind::Bytes => 1,
             Kind::SpscRing => 2,
+            Kind::ByteRing => 3,
             Kind::Unknown(t) => t,
         }
     }
@@ -76,6 +79,7 @@ impl Kind {
         match tag {
             1 => Kind::Bytes,
             2 => Kind::SpscRing,
+            3 => Kind::ByteRing,
             t => Kind::Unknown(t),
         }
     }
@@ -85,6 +89,7 @@ impl Kind {
         match self {
             Kind::Bytes => "bytes",
             Kind::SpscRing => "spsc-ring",
+            Kind::ByteRing => "byte-ring",
             Kind::Unknown(_) => "unknown",
         }
     }
@@ -153,6 +158,9 @@ pub struct ObjectMem {
 }
 
 /// Checks an object name and returns its name in the shm namespace.
+///
+/// # Errors
+/// [`Error::InvalidName`] naming what is wrong with it.
 pub fn os_name(name: &str) -> Result<String> {
     let bad = |reason| {
         Err(Error::InvalidName {
@@ -190,5 +198,5 @@ pub use attach::set_create_hook;
 use debris::clear_abandoned;
 pub(crate) use debris::sweep_init_debris;
 use info::state_name;
-pub use info::{HolderInfo, SegmentInfo, SweepOutcome};
+pub use info::{HolderInfo, RingInfo, RoleInfo, SegmentInfo, SweepOutcome};
 use mapped::{Mapped, clear_record};

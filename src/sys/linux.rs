@@ -294,6 +294,9 @@ pub fn pid_exists(pid: u32) -> bool {
 }
 
 /// Pins the calling thread to one CPU (benchmarks only).
+///
+/// # Errors
+/// The OS error of `sched_setaffinity`.
 pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     let mut set = rustix::thread::CpuSet::new();
     set.set(cpu);
@@ -303,6 +306,9 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and the threads it starts
 /// later, so that [`wait_termination_signal`] can take them synchronously.
+///
+/// # Errors
+/// The OS error of `pthread_sigmask`.
 pub fn block_termination_signals() -> io::Result<()> {
     // SAFETY: sigset_t is plain data initialised by sigemptyset before use; the
     // pointers are to live locals.

@@ -390,3 +390,34 @@ pub(crate) fn recover(view: &RingView, holder_slot: u32) {
         hdr.ctl.consumer.vacate_dead(me);
     }
 }
+
+/// A snapshot of the ring for `tally inspect`: geometry, fill and roles.
+#[cfg(not(loom))]
+pub(crate) fn describe(view: &RingView) -> crate::segment::RingInfo {
+    let hdr = view.header();
+    let head = hdr.head.head.load(Ordering::Acquire);
+    let role = |w: &RoleWord| {
+        let st = w.load();
+        crate::segment::RoleInfo {
+            holder_slot: st.holder_slot(),
+            claims: st.claims,
+            last_exit: match st.exit {
+                crate::objects::role::Exit::None => "none",
+                crate::objects::role::Exit::Closed => "closed",
+                crate::objects::role::Exit::Crashed => "crashed",
+            },
+        }
+    };
+    crate::segment::RingInfo {
+        capacity: view.geo.capacity,
+        slot_bytes: view.geo.stride as u64,
+        max_message: match view.geo.flavor {
+            FLAVOR_BYTES => view.geo.payload_size.saturating_sub(8) as u64,
+            _ => view.geo.payload_size as u64,
+        },
+        head,
+        committed: view.committed_frontier().wrapping_sub(head),
+        producer: role(&hdr.ctl.producer),
+        consumer: role(&hdr.ctl.consumer),
+    }
+}
