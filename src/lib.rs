@@ -24,6 +24,8 @@ mod segment {
 pub(crate) mod atomics;
 #[cfg(not(loom))]
 mod sys;
+#[cfg(not(loom))]
+mod wait;
 
 #[cfg(not(loom))]
 pub use error::{Error, Result};

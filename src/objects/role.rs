@@ -64,6 +64,11 @@ impl RoleState {
             | (exit << EXIT_SHIFT)
     }
 
+    /// The raw word (to remember a state cheaply).
+    pub(crate) fn raw(self) -> u64 {
+        self.encode()
+    }
+
     /// Nobody holds the role.
     pub(crate) fn vacant(self) -> bool {
         self.holder == 0

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::{RecvError, RecvTimeoutError, ReserveError, ReserveTimeoutError, TryRecvError};
-use super::shared::{DEFAULT_SPIN, PeerState, Probe, Role, Shared, deadline_after};
+use super::shared::{PeerState, Role, Shared};
 use crate::error::{Error, Result};
 use crate::objects::ring::endpoint::{ConsumerCursor, ProducerCursor};
 use crate::objects::ring::{FLAVOR_BYTES, Geometry, RingView};
 use crate::segment::{Fingerprint, Options, SegmentInfo, SweepOutcome};
+use crate::wait::{DEFAULT_SPIN, Probe, deadline_after};
 
 /// Payload header of a byte slot: the message length, padded to 8.
 const LEN_PREFIX: usize = 8;

@@ -16,6 +16,7 @@ use crate::objects::ring::endpoint::{ConsumerCursor, ProducerCursor};
 use crate::objects::ring::{FLAVOR_TYPED, Geometry};
 use crate::segment::layout::OBJECT_ALIGN;
 use crate::segment::{Fingerprint, Options, SegmentInfo, SweepOutcome};
+use crate::wait::{DEFAULT_SPIN, Probe, deadline_after};
 pub use bytes::{
     ByteConsumer, ByteProducer, ByteReadBatch, ByteReadSlot, ByteRing, ByteWriteBatch,
     ByteWriteSlot,
@@ -25,7 +26,7 @@ pub use error::{
     TryRecvError, TrySendError,
 };
 pub use shared::PeerState;
-use shared::{DEFAULT_SPIN, Probe, Role, Shared, deadline_after};
+use shared::{Role, Shared};
 
 /// A named SPSC ring of `T` values in shared memory, alive while any process holds it.
 ///

@@ -2,7 +2,7 @@
 //! claims, and the blocking waits (spin, then futex sleep in bounded slices).
 
 use std::sync::Arc;
-use std::sync::atomic::{Ordering, fence};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::error::{RecvTimeoutError, ReserveError, ReserveTimeoutError, TryRecvError};
@@ -10,18 +10,10 @@ use crate::atomics::AtomicU32;
 use crate::error::{Error, Result};
 use crate::objects::ring::endpoint::{ConsumerCursor, ProducerCursor};
 use crate::objects::ring::{FLAVOR_BYTES, Geometry, RingView, read_geometry};
-use crate::objects::role::{Exit, RoleState, RoleWord};
+use crate::objects::role::{Exit, RoleWord};
 use crate::segment::{Fingerprint, Kind, ObjectSpec, Options, Segment};
 use crate::sys;
-
-/// How long a blocked caller spins before it sleeps, unless its handle says otherwise.
-pub(crate) const DEFAULT_SPIN: Duration = Duration::from_micros(20);
-/// How often a non-blocking call that would block probes a peer's liveness (a system
-/// call) when the role word says the peer is there.
-pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(5);
-/// Longest single futex sleep: a sleeper re-checks its peer's liveness this often, so
-/// a dead peer is noticed within one slice.
-pub(crate) const SLICE: Duration = Duration::from_millis(10);
+use crate::wait::{self, Blocker, Probe, Wait};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Role {
@@ -60,15 +52,6 @@ impl PeerState {
     pub fn is_gone(self) -> bool {
         matches!(self, PeerState::Closed | PeerState::Crashed)
     }
-}
-
-pub(crate) enum Wait {
-    /// The condition may hold now: retry the operation.
-    Retry,
-    /// The peer has gone.
-    Gone,
-    /// The deadline passed.
-    TimedOut,
 }
 
 pub(crate) struct Shared {
@@ -276,7 +259,7 @@ impl Shared {
         if self.seg.holder_alive(slot) {
             return false;
         }
-        probe.dead = Some(st);
+        probe.dead = Some(st.raw());
         let _ = self.seg.try_sweep();
         true
     }
@@ -287,30 +270,19 @@ impl Shared {
     /// then reported on every call until the role word changes.
     #[cold]
     pub(crate) fn peer_gone_polled(&self, role: Role, probe: &mut Probe) -> bool {
-        let word = self.role_word(role);
-        let st = word.load();
+        let st = self.role_word(role).load();
         let Some(slot) = st.holder_slot() else {
             return st.vacated();
         };
-        if probe.dead == Some(st) {
+        if probe.dead == Some(st.raw()) {
             return true;
         }
-        probe.polls = probe.polls.wrapping_add(1);
-        if !probe.polls.is_multiple_of(256) {
+        if !probe.due() || self.seg.holder_alive(slot) {
             return false;
         }
-        let now = sys::monotonic_ns();
-        if now.saturating_sub(probe.last_ns) < PROBE_EVERY.as_nanos() as u64 {
-            return false;
-        }
-        probe.last_ns = now;
-        if self.seg.holder_alive(slot) {
-            false
-        } else {
-            probe.dead = Some(st);
-            let _ = self.seg.try_sweep();
-            true
-        }
+        probe.dead = Some(st.raw());
+        let _ = self.seg.try_sweep();
+        true
     }
 
     /// What an empty poll reports: `Disconnected` once nothing is left at `cur.head`
@@ -345,7 +317,7 @@ impl Shared {
             if self.peer_state(role) == PeerState::Connected {
                 return true;
             }
-            match sleep_slice(deadline) {
+            match wait::sleep_slice(deadline) {
                 Some(t) => sys::futex_wait(changed, seen, Some(t)),
                 None => return false,
             }
@@ -414,12 +386,15 @@ impl Shared {
         probe: &mut Probe,
     ) -> Wait {
         let view = &self.view;
-        let sleep = Sleep {
+        let mut b = RingBlocker {
+            shared: self,
             word: view.seq(cur.head),
             flag: &view.header().wait.consumer_waiting,
             peer: Role::Producer,
+            probe,
+            ready: || view.is_committed(cur.head),
         };
-        self.block(spin, deadline, sleep, probe, || view.is_committed(cur.head))
+        wait::block(spin, deadline, &mut b)
     }
 
     /// Waits until at least `want` slots may be free, the consumer has gone, or the
@@ -433,115 +408,50 @@ impl Shared {
         probe: &mut Probe,
     ) -> Wait {
         let hdr = self.view.header();
-        let sleep = Sleep {
+        let mut b = RingBlocker {
+            shared: self,
             word: &hdr.head.released,
             flag: &hdr.wait.producer_waiting,
             peer: Role::Consumer,
+            probe,
+            ready: || cur.free(want) >= want,
         };
-        self.block(spin, deadline, sleep, probe, || cur.free(want) >= want)
-    }
-
-    /// The one blocking loop of every ring wait: spin on `ready` for `spin` (checking
-    /// the deadline and the peer's role word as it goes), then sleep on `sleep.word` in
-    /// slices of at most `SLICE`, probing the peer's liveness once per slice.
-    fn block(
-        &self,
-        spin: Duration,
-        deadline: Option<Instant>,
-        sleep: Sleep<'_>,
-        probe: &mut Probe,
-        mut ready: impl FnMut() -> bool,
-    ) -> Wait {
-        let start = Instant::now();
-        let mut next_probe = start + SLICE;
-        let mut spins = 0u32;
-        while !ready() {
-            std::hint::spin_loop();
-            spins = spins.wrapping_add(1);
-            if !spins.is_multiple_of(64) {
-                continue;
-            }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return Wait::TimedOut;
-            }
-            if now.duration_since(start) >= spin {
-                return self.sleep(deadline, sleep, probe, ready);
-            }
-            // Spinning for a long time (or for ever): notice a vacated role at once
-            // and a dead peer once per slice, as a sleeper would.
-            if self.role_vacated(sleep.peer) {
-                return Wait::Gone;
-            }
-            if now >= next_probe {
-                next_probe = now + SLICE;
-                if self.peer_gone_blocking(sleep.peer, probe) {
-                    return Wait::Gone;
-                }
-            }
-        }
-        Wait::Retry
-    }
-
-    #[cold]
-    fn sleep(
-        &self,
-        deadline: Option<Instant>,
-        sleep: Sleep<'_>,
-        probe: &mut Probe,
-        mut ready: impl FnMut() -> bool,
-    ) -> Wait {
-        loop {
-            sleep.flag.store(1, Ordering::Relaxed);
-            // SYNC POINT: the SeqCst fence orders our flag store before the re-check,
-            // pairing with the peer's store (seq in `commit`, head in `release`) before
-            // its flag load. x86 lets the peer's load pass its own store, so a wake may
-            // be lost; the bounded SLICE below is the backstop.
-            fence(Ordering::SeqCst);
-            // SYNC POINT: Acquire pairs with the peer's Release store of the word.
-            let seen = sleep.word.load(Ordering::Acquire);
-            let outcome = if ready() {
-                Some(Wait::Retry)
-            } else if self.peer_gone_blocking(sleep.peer, probe) {
-                Some(Wait::Gone)
-            } else {
-                match sleep_slice(deadline) {
-                    Some(t) => {
-                        sys::futex_wait(sleep.word, seen, Some(t));
-                        None
-                    }
-                    None => Some(Wait::TimedOut),
-                }
-            };
-            sleep.flag.store(0, Ordering::Relaxed);
-            if let Some(w) = outcome {
-                return w;
-            }
-            if ready() {
-                return Wait::Retry;
-            }
-        }
+        wait::block(spin, deadline, &mut b)
     }
 }
 
-/// What a blocked handle sleeps on.
-#[derive(Clone, Copy)]
-struct Sleep<'a> {
+/// A blocked ring handle: what it sleeps on and whose departure ends the wait.
+struct RingBlocker<'a, F> {
+    shared: &'a Shared,
     /// The futex word its peer changes when the condition may have changed.
     word: &'a AtomicU32,
     /// Its "I may be asleep" flag, which the peer checks before waking.
     flag: &'a AtomicU32,
     /// The role whose departure ends the wait.
     peer: Role,
+    probe: &'a mut Probe,
+    ready: F,
 }
 
-/// A handle's record of liveness probes made on the non-blocking path.
-#[derive(Debug, Default)]
-pub(crate) struct Probe {
-    polls: u32,
-    last_ns: u64,
-    /// A role word whose holder a probe found dead.
-    dead: Option<RoleState>,
+impl<F: FnMut() -> bool> Blocker for RingBlocker<'_, F> {
+    fn ready(&mut self) -> bool {
+        (self.ready)()
+    }
+    fn gone_fast(&mut self) -> bool {
+        self.shared.role_vacated(self.peer)
+    }
+    fn gone_probe(&mut self) -> bool {
+        self.shared.peer_gone_blocking(self.peer, self.probe)
+    }
+    fn word(&self) -> &AtomicU32 {
+        self.word
+    }
+    fn enter_sleep(&self) {
+        self.flag.store(1, Ordering::Relaxed);
+    }
+    fn leave_sleep(&self) {
+        self.flag.store(0, Ordering::Relaxed);
+    }
 }
 
 /// How much of an existing ring's geometry must match.
@@ -571,22 +481,6 @@ fn describe_slots(found: &Geometry, expected: &Geometry) -> String {
         what(expected),
         expected.stride
     )
-}
-
-/// The next sleep: at most one SLICE, at most until the deadline; None if it passed.
-fn sleep_slice(deadline: Option<Instant>) -> Option<Duration> {
-    match deadline {
-        None => Some(SLICE),
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            (!left.is_zero()).then(|| left.min(SLICE))
-        }
-    }
-}
-
-/// Deadline of a timeout from now (None if it overflows: wait forever).
-pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
 }
 
 impl Shared {
