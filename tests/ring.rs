@@ -293,7 +293,7 @@ fn try_send_try_recv_keep_order_over_many_laps() {
     assert_gone(&g.name);
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable, tally::Message)]
 #[repr(C)]
 struct Sample {
     seq: u64,

@@ -8,9 +8,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytemuck::Pod;
-
 use crate::error::{Error, Result};
+use crate::message::Message;
 use crate::objects::ring::endpoint::{ConsumerCursor, ProducerCursor};
 use crate::objects::ring::{FLAVOR_TYPED, Geometry};
 use crate::segment::{Fingerprint, Options, SegmentInfo, SweepOutcome};
@@ -47,12 +46,12 @@ use shared::{Role, Shared, Wait, deadline_after};
 /// assert_eq!(rx.try_recv(), Ok(7));
 /// # Ok::<(), tally::Error>(())
 /// ```
-pub struct Ring<T: Pod> {
+pub struct Ring<T: Message> {
     shared: Arc<Shared>,
     _t: PhantomData<fn(T) -> T>,
 }
 
-fn typed_geometry<T: Pod>(capacity: usize) -> Result<Geometry> {
+fn typed_geometry<T: Message>(capacity: usize) -> Result<Geometry> {
     Geometry::new(capacity, std::mem::size_of::<T>(), std::mem::align_of::<T>(), FLAVOR_TYPED).ok_or_else(|| {
         Error::InvalidArgument(format!(
             "capacity {capacity} of {}-byte slots: capacity must be 1..=2^30 and the ring fit in memory",
@@ -61,7 +60,7 @@ fn typed_geometry<T: Pod>(capacity: usize) -> Result<Geometry> {
     })
 }
 
-impl<T: Pod> Ring<T> {
+impl<T: Message> Ring<T> {
     /// Creates a ring of at least `capacity` slots (rounded up to a power of two).
     pub fn create(name: &str, capacity: usize) -> Result<Self> {
         Self::create_with(name, capacity, &Options::default())
@@ -156,7 +155,7 @@ impl<T: Pod> Ring<T> {
 
 /// The sending side of a [`Ring`]. Dropping it releases the role; a consumer that has
 /// drained the ring then sees `Disconnected`.
-pub struct Producer<T: Pod> {
+pub struct Producer<T: Message> {
     cursor: ProducerCursor,
     shared: Arc<Shared>,
     _t: PhantomData<fn(T) -> T>,
@@ -164,9 +163,9 @@ pub struct Producer<T: Pod> {
 
 // SAFETY: the cursor's pointers are into the mapping that `shared` keeps alive, and the
 // role claim makes this the only producer; moving it to another thread is fine.
-unsafe impl<T: Pod> Send for Producer<T> {}
+unsafe impl<T: Message> Send for Producer<T> {}
 
-impl<T: Pod> Producer<T> {
+impl<T: Message> Producer<T> {
     #[inline]
     fn slot_ptr(&self, pos: u64) -> *mut T {
         self.cursor.view.payload(pos) as *mut T
@@ -264,19 +263,19 @@ impl<T: Pod> Producer<T> {
     }
 }
 
-impl<T: Pod> Drop for Producer<T> {
+impl<T: Message> Drop for Producer<T> {
     fn drop(&mut self) {
         self.shared.leave_producer(&self.cursor);
     }
 }
 
 /// A reserved slot, written in place. [`commit`](WriteSlot::commit) publishes it.
-pub struct WriteSlot<'a, T: Pod> {
+pub struct WriteSlot<'a, T: Message> {
     producer: &'a mut Producer<T>,
     ptr: *mut T,
 }
 
-impl<T: Pod> WriteSlot<'_, T> {
+impl<T: Message> WriteSlot<'_, T> {
     /// Publishes the slot to the consumer.
     #[inline]
     pub fn commit(self) {
@@ -284,7 +283,7 @@ impl<T: Pod> WriteSlot<'_, T> {
     }
 }
 
-impl<T: Pod> std::ops::Deref for WriteSlot<'_, T> {
+impl<T: Message> std::ops::Deref for WriteSlot<'_, T> {
     type Target = T;
     #[inline]
     fn deref(&self) -> &T {
@@ -294,7 +293,7 @@ impl<T: Pod> std::ops::Deref for WriteSlot<'_, T> {
     }
 }
 
-impl<T: Pod> std::ops::DerefMut for WriteSlot<'_, T> {
+impl<T: Message> std::ops::DerefMut for WriteSlot<'_, T> {
     #[inline]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`.
@@ -304,12 +303,12 @@ impl<T: Pod> std::ops::DerefMut for WriteSlot<'_, T> {
 
 /// Consecutive reserved slots. Write them with [`slot`](WriteBatch::slot) or
 /// [`fill_with`](WriteBatch::fill_with), then commit all or a prefix.
-pub struct WriteBatch<'a, T: Pod> {
+pub struct WriteBatch<'a, T: Message> {
     producer: &'a mut Producer<T>,
     len: usize,
 }
 
-impl<T: Pod> WriteBatch<'_, T> {
+impl<T: Message> WriteBatch<'_, T> {
     /// Number of slots reserved.
     #[inline]
     pub fn len(&self) -> usize {
@@ -363,16 +362,16 @@ impl<T: Pod> WriteBatch<'_, T> {
 }
 
 /// The receiving side of a [`Ring`].
-pub struct Consumer<T: Pod> {
+pub struct Consumer<T: Message> {
     cursor: ConsumerCursor,
     shared: Arc<Shared>,
     _t: PhantomData<fn(T) -> T>,
 }
 
 // SAFETY: as for Producer.
-unsafe impl<T: Pod> Send for Consumer<T> {}
+unsafe impl<T: Message> Send for Consumer<T> {}
 
-impl<T: Pod> Consumer<T> {
+impl<T: Message> Consumer<T> {
     #[inline]
     fn slot_ptr(&self, pos: u64) -> *const T {
         self.cursor.view.payload(pos) as *const T
@@ -462,19 +461,19 @@ impl<T: Pod> Consumer<T> {
     }
 }
 
-impl<T: Pod> Drop for Consumer<T> {
+impl<T: Message> Drop for Consumer<T> {
     fn drop(&mut self) {
         self.shared.leave_consumer();
     }
 }
 
 /// A committed message, read in place. [`release`](ReadSlot::release) frees it.
-pub struct ReadSlot<'a, T: Pod> {
+pub struct ReadSlot<'a, T: Message> {
     consumer: &'a mut Consumer<T>,
     ptr: *const T,
 }
 
-impl<T: Pod> ReadSlot<'_, T> {
+impl<T: Message> ReadSlot<'_, T> {
     /// Frees the slot for the producer.
     #[inline]
     pub fn release(self) {
@@ -482,7 +481,7 @@ impl<T: Pod> ReadSlot<'_, T> {
     }
 }
 
-impl<T: Pod> std::ops::Deref for ReadSlot<'_, T> {
+impl<T: Message> std::ops::Deref for ReadSlot<'_, T> {
     type Target = T;
     #[inline]
     fn deref(&self) -> &T {
@@ -492,12 +491,12 @@ impl<T: Pod> std::ops::Deref for ReadSlot<'_, T> {
 }
 
 /// Consecutive committed messages, read in place.
-pub struct ReadBatch<'a, T: Pod> {
+pub struct ReadBatch<'a, T: Message> {
     consumer: &'a mut Consumer<T>,
     len: usize,
 }
 
-impl<T: Pod> ReadBatch<'_, T> {
+impl<T: Message> ReadBatch<'_, T> {
     /// Number of messages.
     #[inline]
     pub fn len(&self) -> usize {
