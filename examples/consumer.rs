@@ -24,7 +24,7 @@ use tally::{Options, Ring};
 
 /// One message: a sequence number and the producer's `CLOCK_MONOTONIC` send time.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable, tally::Message)]
 struct Msg {
     seq: u64,
     sent_ns: u64,

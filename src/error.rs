@@ -61,6 +61,8 @@ pub enum Error {
         found: Kind,
     },
     /// The segment's payload type or object parameters differ from the ones asked for.
+    /// For a payload type, `detail` names the first field that differs (see
+    /// [`crate::Message`] for what is compared).
     #[error("{name:?}: layout mismatch: {detail}")]
     LayoutMismatch {
         /// The object.

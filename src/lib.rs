@@ -6,12 +6,18 @@
 #![warn(missing_docs)]
 #![warn(clippy::missing_errors_doc)]
 
+// The derive's output names `::tally`; this lets the library's own tests use it.
+#[cfg(all(test, not(loom)))]
+extern crate self as tally;
+
 // Under `--cfg loom` only the lock-free core and the heap backend are built: the
 // model checker runs the ring protocol without shared files or system calls.
 #[cfg(not(loom))]
 pub mod admin;
 #[cfg(not(loom))]
 mod error;
+#[cfg(not(loom))]
+mod message;
 mod objects;
 #[cfg(not(loom))]
 mod ring;
@@ -30,6 +36,8 @@ mod wait;
 #[cfg(not(loom))]
 pub use error::{Error, Result};
 #[cfg(not(loom))]
+pub use message::{Field, Message, Schema};
+#[cfg(not(loom))]
 pub use objects::region::Region;
 #[cfg(not(loom))]
 pub use ring::{
@@ -40,6 +48,9 @@ pub use ring::{
 };
 #[cfg(not(loom))]
 pub use segment::{HolderInfo, Kind, Options, RingInfo, RoleInfo, SegmentInfo, SweepOutcome};
+/// `#[derive(tally::Message)]`: see the [`Message`](trait@Message) trait.
+#[cfg(all(feature = "derive", not(loom)))]
+pub use tally_derive::Message;
 
 #[cfg(not(loom))]
 #[doc(hidden)]

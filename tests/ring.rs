@@ -293,7 +293,7 @@ fn try_send_try_recv_keep_order_over_many_laps() {
     assert_gone(&g.name);
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable, tally::Message)]
 #[repr(C)]
 struct Sample {
     seq: u64,
@@ -1337,7 +1337,7 @@ fn info_shows_the_callers_own_holder_alive() {
 // --- the API review of issue 6 -------------------------------------------------------
 
 /// A Pod payload aligned beyond what a segment lays out (128 bytes).
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, tally::Message)]
 #[repr(C, align(256))]
 struct Over([u8; 256]);
 

@@ -34,6 +34,10 @@ const OFF_TOTAL_LEN: u64 = 48;
 const OFF_CREATOR_PID: u64 = 120;
 const OFF_STATE: u64 = 136;
 const OFF_REFCOUNT: u64 = 144;
+const OFF_SCHEMA_OFFSET: u64 = 160;
+const OFF_SCHEMA_LEN: u64 = 168;
+/// A byte region's payload schema text, between the table and the object.
+const BYTES_SCHEMA: &[u8] = b"bytes";
 const HEADER_LEN: usize = 256;
 const RECORD_LEN: usize = 32;
 const MAGIC: &[u8; 8] = b"TALLYSEG";
@@ -145,13 +149,20 @@ fn header_offsets_match_a_created_segment() {
     let p = shm.path();
     let file_len = fs::metadata(&p).unwrap().len();
     assert_eq!(read_at(&p, OFF_MAGIC, 8), MAGIC);
-    assert_eq!(read_u32(&p, OFF_VERSION), 1, "layout_version");
+    assert_eq!(read_u32(&p, OFF_VERSION), 2, "layout_version");
     assert_eq!(read_u32(&p, OFF_KIND), 1, "kind tag of a byte region");
     assert_eq!(read_u32(&p, OFF_HEADER_LEN), HEADER_LEN as u32);
     assert_eq!(read_u32(&p, OFF_TABLE_CAPACITY), 64, "default holders");
     assert_eq!(read_u64(&p, OFF_TABLE_OFFSET), HEADER_LEN as u64);
     let object_offset = read_u64(&p, OFF_OBJECT_OFFSET);
-    assert_eq!(object_offset, (HEADER_LEN + 64 * RECORD_LEN) as u64);
+    let table_end = (HEADER_LEN + 64 * RECORD_LEN) as u64;
+    assert_eq!(read_u64(&p, OFF_SCHEMA_OFFSET), table_end);
+    assert_eq!(read_u64(&p, OFF_SCHEMA_LEN), BYTES_SCHEMA.len() as u64);
+    assert_eq!(read_at(&p, table_end, BYTES_SCHEMA.len()), BYTES_SCHEMA);
+    assert_eq!(
+        object_offset,
+        (table_end + BYTES_SCHEMA.len() as u64).div_ceil(128) * 128
+    );
     assert_eq!(read_u64(&p, OFF_OBJECT_LEN), REGION_LEN as u64);
     assert_eq!(read_u64(&p, OFF_TOTAL_LEN), file_len);
     assert_eq!(object_offset + REGION_LEN as u64, file_len);
@@ -289,11 +300,11 @@ fn wrong_magic_on_a_live_segment_is_corrupted() {
 
 #[test]
 fn other_layout_version_is_version_mismatch() {
-    for version in [99u32, 0, 2, u32::MAX] {
+    for version in [99u32, 0, 1, 3, u32::MAX] {
         with_patched(OFF_VERSION, &version.to_ne_bytes(), |name| {
             assert_err!(
                 Region::open(name),
-                Error::VersionMismatch { expected: 1, found, .. } if found == version
+                Error::VersionMismatch { expected: 2, found, .. } if found == version
             );
             assert_err!(admin::inspect(name), Error::VersionMismatch { .. });
         });
@@ -331,9 +342,8 @@ fn bad_header_len_is_corrupted() {
 
 #[test]
 fn table_capacity_out_of_range_or_inconsistent_is_corrupted() {
-    // 0 and > 4096 are out of range; 60, 65 and 4096 are in range but disagree with
-    // the recorded object offset. (61..=63 agree with it: their tables also end by the
-    // 128-byte-aligned object offset 2304, so they are valid, smaller tables.)
+    // 0 and > 4096 are out of range; 1, 60, 65 and 4096 are in range but disagree with
+    // the recorded schema and object offsets.
     for v in [0u32, 4097, u32::MAX, 1, 60, 65, 4096] {
         with_patched(OFF_TABLE_CAPACITY, &v.to_ne_bytes(), |name| {
             assert_err!(Region::open(name), Error::Corrupted { .. });
@@ -384,10 +394,12 @@ fn consistent_header_claiming_more_than_the_file_is_corrupted() {
     // Every field agrees with every other (4096-slot table, offsets to match), but the
     // whole claims far more than the file holds: only the mapped length can catch it.
     let cap = 4096u32;
-    let object_offset = ((HEADER_LEN + cap as usize * RECORD_LEN).div_ceil(128) * 128) as u64;
+    let table_end = (HEADER_LEN + cap as usize * RECORD_LEN) as u64;
+    let object_offset = (table_end + BYTES_SCHEMA.len() as u64).div_ceil(128) * 128;
     let object_len = 1u64 << 30;
     let mut bytes = valid_segment_bytes();
     bytes[OFF_TABLE_CAPACITY as usize..][..4].copy_from_slice(&cap.to_ne_bytes());
+    bytes[OFF_SCHEMA_OFFSET as usize..][..8].copy_from_slice(&table_end.to_ne_bytes());
     bytes[OFF_OBJECT_OFFSET as usize..][..8].copy_from_slice(&object_offset.to_ne_bytes());
     bytes[OFF_OBJECT_LEN as usize..][..8].copy_from_slice(&object_len.to_ne_bytes());
     bytes[OFF_TOTAL_LEN as usize..][..8]

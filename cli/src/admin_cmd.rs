@@ -35,6 +35,7 @@ fn info_json(info: &SegmentInfo) -> Value {
         "holders": holders_json(info),
         "payload_type": info.payload_type,
         "payload_size": info.payload_size,
+        "payload_schema": info.payload_schema,
         "table_capacity": info.table_capacity,
         "owner_uid": info.owner_uid,
         "mode": format!("{:o}", info.mode),
@@ -119,6 +120,15 @@ pub fn inspect(name: &str, json: bool) -> Result<()> {
         "payload:     {} ({} bytes)",
         info.payload_type, info.payload_size
     );
+    // The compared identity (field names, types, offsets): whole if it fits a line.
+    if info.payload_schema.len() <= 66 {
+        println!("schema:      {}", info.payload_schema);
+    } else {
+        println!(
+            "schema:      {} bytes (see --json)",
+            info.payload_schema.len()
+        );
+    }
     println!("owner:       uid {} mode {:o}", info.owner_uid, info.mode);
     println!(
         "created by:  pid {} at {} ms",

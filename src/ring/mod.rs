@@ -9,9 +9,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytemuck::Pod;
-
 use crate::error::{Error, Result};
+use crate::message::Message;
 use crate::objects::ring::endpoint::{ConsumerCursor, ProducerCursor};
 use crate::objects::ring::{FLAVOR_TYPED, Geometry};
 use crate::segment::layout::OBJECT_ALIGN;
@@ -54,14 +53,14 @@ use shared::{Role, Shared};
 /// assert_eq!(rx.try_recv(), Ok(7));
 /// # Ok::<(), tally::Error>(())
 /// ```
-pub struct Ring<T: Pod> {
+pub struct Ring<T: Message> {
     shared: Arc<Shared>,
     _t: PhantomData<fn(T) -> T>,
 }
 
 /// The slot shape of a `Ring<T>`: refuses what it cannot lay out (every constructor
 /// goes through here, so none hands out a misaligned `&mut T`).
-fn typed_geometry<T: Pod>(capacity: usize) -> Result<Geometry> {
+fn typed_geometry<T: Message>(capacity: usize) -> Result<Geometry> {
     let align = std::mem::align_of::<T>();
     if align > OBJECT_ALIGN {
         return Err(Error::InvalidArgument(format!(
@@ -77,7 +76,7 @@ fn typed_geometry<T: Pod>(capacity: usize) -> Result<Geometry> {
     })
 }
 
-impl<T: Pod> Ring<T> {
+impl<T: Message> Ring<T> {
     /// Creates a ring of at least `capacity` slots (rounded up to a power of two).
     ///
     /// # Errors
@@ -225,7 +224,7 @@ impl<T: Pod> Ring<T> {
 /// sleep on a futex in slices of at most 10 ms, and return when a slot is free, the
 /// consumer has gone, or the deadline passes — never later than the deadline plus one
 /// scheduling delay.
-pub struct Producer<T: Pod> {
+pub struct Producer<T: Message> {
     cursor: ProducerCursor,
     shared: Arc<Shared>,
     spin: Duration,
@@ -235,9 +234,9 @@ pub struct Producer<T: Pod> {
 
 // SAFETY: the cursor's pointers are into the mapping that `shared` keeps alive, and the
 // role claim makes this the only producer; moving it to another thread is fine.
-unsafe impl<T: Pod> Send for Producer<T> {}
+unsafe impl<T: Message> Send for Producer<T> {}
 
-impl<T: Pod> Producer<T> {
+impl<T: Message> Producer<T> {
     #[inline]
     fn slot_ptr(&self, pos: u64) -> *mut T {
         self.cursor.view.payload(pos) as *mut T
@@ -437,13 +436,13 @@ impl<T: Pod> Producer<T> {
     }
 }
 
-impl<T: Pod> Drop for Producer<T> {
+impl<T: Message> Drop for Producer<T> {
     fn drop(&mut self) {
         self.shared.leave_producer(&self.cursor);
     }
 }
 
-impl<T: Pod> fmt::Debug for Producer<T> {
+impl<T: Message> fmt::Debug for Producer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Producer")
             .field("ring", &self.shared.seg.name())
@@ -456,12 +455,12 @@ impl<T: Pod> fmt::Debug for Producer<T> {
 
 /// A reserved slot, written in place. [`commit`](WriteSlot::commit) publishes it.
 #[must_use = "reserved slots are published only by commit(); dropping them un-reserves them"]
-pub struct WriteSlot<'a, T: Pod> {
+pub struct WriteSlot<'a, T: Message> {
     producer: &'a mut Producer<T>,
     ptr: *mut T,
 }
 
-impl<T: Pod> WriteSlot<'_, T> {
+impl<T: Message> WriteSlot<'_, T> {
     /// Publishes the slot to the consumer.
     #[inline]
     pub fn commit(self) {
@@ -469,17 +468,17 @@ impl<T: Pod> WriteSlot<'_, T> {
     }
 }
 
-impl<T: Pod> std::ops::Deref for WriteSlot<'_, T> {
+impl<T: Message> std::ops::Deref for WriteSlot<'_, T> {
     type Target = T;
     #[inline]
     fn deref(&self) -> &T {
-        // SAFETY: the reserved slot is ours alone until commit; T: Pod, so whatever
+        // SAFETY: the reserved slot is ours alone until commit; T: Message, so whatever
         // bytes a previous lap (or a hostile peer) left are a valid T.
         unsafe { &*self.ptr }
     }
 }
 
-impl<T: Pod> std::ops::DerefMut for WriteSlot<'_, T> {
+impl<T: Message> std::ops::DerefMut for WriteSlot<'_, T> {
     #[inline]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`.
@@ -490,12 +489,12 @@ impl<T: Pod> std::ops::DerefMut for WriteSlot<'_, T> {
 /// Consecutive reserved slots. Write them with [`slot`](WriteBatch::slot) or
 /// [`fill_with`](WriteBatch::fill_with), then commit all or a prefix.
 #[must_use = "reserved slots are published only by commit(); dropping them un-reserves them"]
-pub struct WriteBatch<'a, T: Pod> {
+pub struct WriteBatch<'a, T: Message> {
     producer: &'a mut Producer<T>,
     len: usize,
 }
 
-impl<T: Pod> WriteBatch<'_, T> {
+impl<T: Message> WriteBatch<'_, T> {
     /// Number of slots reserved.
     #[inline]
     pub fn len(&self) -> usize {
@@ -515,7 +514,7 @@ impl<T: Pod> WriteBatch<'_, T> {
         let ptr = self
             .producer
             .slot_ptr(self.producer.cursor.tail.wrapping_add(i as u64));
-        // SAFETY: reserved and exclusively ours until commit; T: Pod.
+        // SAFETY: reserved and exclusively ours until commit; T: Message.
         unsafe { &mut *ptr }
     }
 
@@ -552,7 +551,7 @@ impl<T: Pod> WriteBatch<'_, T> {
 ///
 /// Waiting calls (`peek_wait`, `peek_timeout`, `recv`, `recv_timeout`) block as the
 /// [`Producer`]'s do.
-pub struct Consumer<T: Pod> {
+pub struct Consumer<T: Message> {
     cursor: ConsumerCursor,
     shared: Arc<Shared>,
     spin: Duration,
@@ -561,9 +560,9 @@ pub struct Consumer<T: Pod> {
 }
 
 // SAFETY: as for Producer.
-unsafe impl<T: Pod> Send for Consumer<T> {}
+unsafe impl<T: Message> Send for Consumer<T> {}
 
-impl<T: Pod> Consumer<T> {
+impl<T: Message> Consumer<T> {
     #[inline]
     fn slot_ptr(&self, pos: u64) -> *const T {
         self.cursor.view.payload(pos) as *const T
@@ -661,7 +660,7 @@ impl<T: Pod> Consumer<T> {
     fn read_and_release(&mut self) -> T {
         // SAFETY: the caller saw the slot committed (Acquire in is_committed), so the
         // producer finished writing it and won't touch it before we release; aligned,
-        // in bounds, T: Pod.
+        // in bounds, T: Message.
         let value = unsafe { self.slot_ptr(self.cursor.head).read() };
         self.cursor.release(1);
         value
@@ -738,13 +737,13 @@ impl<T: Pod> Consumer<T> {
     }
 }
 
-impl<T: Pod> Drop for Consumer<T> {
+impl<T: Message> Drop for Consumer<T> {
     fn drop(&mut self) {
         self.shared.leave_consumer();
     }
 }
 
-impl<T: Pod> fmt::Debug for Consumer<T> {
+impl<T: Message> fmt::Debug for Consumer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Consumer")
             .field("ring", &self.shared.seg.name())
@@ -757,12 +756,12 @@ impl<T: Pod> fmt::Debug for Consumer<T> {
 
 /// A committed message, read in place. [`release`](ReadSlot::release) frees it.
 #[must_use = "peeked messages are freed only by release(); dropping them leaves them in the ring"]
-pub struct ReadSlot<'a, T: Pod> {
+pub struct ReadSlot<'a, T: Message> {
     consumer: &'a mut Consumer<T>,
     ptr: *const T,
 }
 
-impl<T: Pod> ReadSlot<'_, T> {
+impl<T: Message> ReadSlot<'_, T> {
     /// Frees the slot for the producer.
     #[inline]
     pub fn release(self) {
@@ -770,7 +769,7 @@ impl<T: Pod> ReadSlot<'_, T> {
     }
 }
 
-impl<T: Pod> std::ops::Deref for ReadSlot<'_, T> {
+impl<T: Message> std::ops::Deref for ReadSlot<'_, T> {
     type Target = T;
     #[inline]
     fn deref(&self) -> &T {
@@ -781,12 +780,12 @@ impl<T: Pod> std::ops::Deref for ReadSlot<'_, T> {
 
 /// Consecutive committed messages, read in place.
 #[must_use = "peeked messages are freed only by release(); dropping them leaves them in the ring"]
-pub struct ReadBatch<'a, T: Pod> {
+pub struct ReadBatch<'a, T: Message> {
     consumer: &'a mut Consumer<T>,
     len: usize,
 }
 
-impl<T: Pod> ReadBatch<'_, T> {
+impl<T: Message> ReadBatch<'_, T> {
     /// Number of messages.
     #[inline]
     pub fn len(&self) -> usize {
@@ -830,7 +829,7 @@ impl<T: Pod> ReadBatch<'_, T> {
     }
 }
 
-impl<T: Pod> fmt::Debug for Ring<T> {
+impl<T: Message> fmt::Debug for Ring<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ring")
             .field("name", &self.name())
@@ -840,7 +839,7 @@ impl<T: Pod> fmt::Debug for Ring<T> {
     }
 }
 
-impl<T: Pod> fmt::Debug for WriteSlot<'_, T> {
+impl<T: Message> fmt::Debug for WriteSlot<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WriteSlot")
             .field("position", &self.producer.cursor.tail)
@@ -848,7 +847,7 @@ impl<T: Pod> fmt::Debug for WriteSlot<'_, T> {
     }
 }
 
-impl<T: Pod> fmt::Debug for WriteBatch<'_, T> {
+impl<T: Message> fmt::Debug for WriteBatch<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WriteBatch")
             .field("first", &self.producer.cursor.tail)
@@ -857,7 +856,7 @@ impl<T: Pod> fmt::Debug for WriteBatch<'_, T> {
     }
 }
 
-impl<T: Pod> fmt::Debug for ReadSlot<'_, T> {
+impl<T: Message> fmt::Debug for ReadSlot<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReadSlot")
             .field("position", &self.consumer.cursor.head)
@@ -865,7 +864,7 @@ impl<T: Pod> fmt::Debug for ReadSlot<'_, T> {
     }
 }
 
-impl<T: Pod> fmt::Debug for ReadBatch<'_, T> {
+impl<T: Message> fmt::Debug for ReadBatch<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReadBatch")
             .field("first", &self.consumer.cursor.head)

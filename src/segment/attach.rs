@@ -52,11 +52,12 @@ impl Segment {
                 opts.holders
             )));
         }
+        spec.fingerprint.check().map_err(Error::InvalidArgument)?;
         let layout = Layout::new(
             spec.kind.tag(),
             opts.holders,
             spec.object_len,
-            spec.fingerprint,
+            spec.fingerprint.clone(),
         )
         .ok_or_else(|| {
             Error::InvalidArgument(format!("object of {} bytes is too large", spec.object_len))
@@ -342,7 +343,7 @@ fn build_temp(
             object_offset: layout.object_offset as u64,
             object_len: layout.object_len as u64,
             total_len: layout.total_len as u64,
-            fingerprint: layout.fingerprint,
+            fingerprint: layout.stored_fingerprint(),
             creator_pid: sys::getpid(),
             _pad0: 0,
             created_unix_ms: unix_ms(),
@@ -351,7 +352,19 @@ fn build_temp(
             refcount: AtomicU32::new(0),
             _pad1: 0,
             reclaimed_total: Default::default(),
+            schema_offset: layout.schema_offset as u64,
+            schema_len: layout.schema_bytes().len() as u64,
         });
+    }
+    let schema = layout.schema_bytes();
+    // SAFETY: Layout::new placed schema_len bytes at schema_offset, before the object
+    // area and inside the fresh, private mapping.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            schema.as_ptr(),
+            map.as_mut_ptr().add(layout.schema_offset),
+            schema.len(),
+        );
     }
     let object = ObjectMem {
         // SAFETY: as above: in bounds, aligned to 128, exclusively ours.

@@ -50,6 +50,9 @@ pub struct SegmentInfo {
     pub payload_type: String,
     /// Payload type size.
     pub payload_size: u32,
+    /// The payload's canonical schema (`{px@0:f64;qty@8:u64}`, `bytes`), which
+    /// openers compare (see [`crate::Message`]).
+    pub payload_schema: String,
     /// Holder-table capacity.
     pub table_capacity: u32,
     /// Owner uid and mode of the file.

@@ -75,6 +75,7 @@ impl Mapped {
     /// Whether the segment holds the expected kind and payload (`None`: any).
     pub(super) fn check_expect(&self, expect: Option<(Kind, &Fingerprint)>) -> Result<()> {
         if let Some((kind, fp)) = expect {
+            fp.check().map_err(Error::InvalidArgument)?;
             let found = Kind::from_tag(self.layout.kind);
             if found != kind {
                 return Err(Error::KindMismatch {
@@ -83,18 +84,10 @@ impl Mapped {
                     found,
                 });
             }
-            if self.layout.fingerprint != *fp {
+            if let Some(detail) = fp.mismatch(&self.layout.fingerprint) {
                 return Err(Error::LayoutMismatch {
                     name: self.name.clone(),
-                    detail: format!(
-                        "payload is {} ({} bytes, align {}), asked for {} ({} bytes, align {})",
-                        self.layout.fingerprint.type_name(),
-                        self.layout.fingerprint.size,
-                        self.layout.fingerprint.align,
-                        fp.type_name(),
-                        fp.size,
-                        fp.align
-                    ),
+                    detail,
                 });
             }
         }
@@ -193,6 +186,7 @@ impl Mapped {
             state: state_name(h.state.load(Ordering::Acquire)),
             payload_type: self.layout.fingerprint.type_name(),
             payload_size: self.layout.fingerprint.size,
+            payload_schema: self.layout.fingerprint.schema_text(),
             table_capacity: self.layout.table_capacity,
             owner_uid: id.map_or(0, |i| i.uid),
             mode: id.map_or(0, |i| i.mode),

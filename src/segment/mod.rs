@@ -140,6 +140,7 @@ pub(crate) type Recover = fn(u32, ObjectMem, u32);
 /// What an object contributes to its segment.
 pub(crate) struct ObjectSpec<'a> {
     pub kind: Kind,
+    /// The payload's size, alignment and schema, written at create, compared at open.
     pub fingerprint: Fingerprint,
     /// Bytes of the object area (creation only).
     pub object_len: usize,
