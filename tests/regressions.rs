@@ -1,4 +1,4 @@
-//! Regression tests for three bugs of a correctness review, each with real processes:
+//! Regression tests for bugs of correctness reviews, each with real processes:
 //!
 //! 1. Threads sharing one handle share its open file description, and an OFD lock does
 //!    not exclude them: two sweeps through one `Region` both reclaimed the same dead
@@ -9,6 +9,8 @@
 //! 3. Crash debris of another kind under a name blocked `open_or_create` with
 //!    `KindMismatch` (kind and payload are now checked only once the segment is known
 //!    to be live), while an open of a live object of another kind stays a typed error.
+//! 5. One `EMFILE` at the first use of /dev/shm was cached for the life of the
+//!    process: every later create and open failed.
 //!
 //! Children are this test binary re-executed with `--exact <child fn>`; a `child_*`
 //! test returns at once unless `TALLY_TEST_ROLE` names its role. Children report
@@ -572,4 +574,61 @@ fn producer_hand_over_never_loses_a_committed_message() {
     );
     drop(ring);
     assert_gone(&guard.name);
+}
+
+// --- 5. a failed open of the shm directory is not cached -------------------------------
+
+/// In a fresh process (the directory descriptor is opened once per process): the first
+/// create runs out of descriptors, the limit is raised, and the next create works.
+#[test]
+fn child_create_after_emfile() {
+    let Some(name) = child_name("emfile") else {
+        return;
+    };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid out pointer.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    // The lowest free descriptor number: with the soft limit there, no open succeeds.
+    // SAFETY: dup and close of descriptors this process owns.
+    let lowest = unsafe { libc::dup(0) };
+    assert!(lowest >= 0, "dup: {}", std::io::Error::last_os_error());
+    // SAFETY: closes the descriptor dup just made.
+    unsafe { libc::close(lowest) };
+    let low = libc::rlimit {
+        rlim_cur: lowest as libc::rlim_t,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit with a valid rlimit; the soft limit stays under the hard one.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+    let first = Region::create(&name, 4096).map(drop);
+    // SAFETY: as above, restoring the limit read at the start.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    match first {
+        Err(Error::Io { ref source, .. }) if source.raw_os_error() == Some(libc::EMFILE) => {}
+        other => panic!("create without descriptors: expected Io(EMFILE), got {other:?}"),
+    }
+    let r = Region::create(&name, 4096).expect("create once descriptors are free again");
+    r.write(0, b"ok").expect("write");
+    drop(r);
+    assert_gone(&name);
+    say("passed");
+}
+
+/// One `EMFILE` at the first use of /dev/shm used to be cached for the life of the
+/// process: every later create and open failed with "Too many open files".
+#[test]
+fn a_descriptor_shortage_at_first_use_does_not_fail_later_creates() {
+    let mut scene = Scene::new();
+    let name = scene.name("emfile");
+    let k = scene.spawn("child_create_after_emfile", "emfile", &name);
+    let (status, lines) = scene.kids[k].finish();
+    assert!(
+        status.success() && lines.last().map(String::as_str) == Some("passed"),
+        "the EMFILE scenario failed (its panic message is in stderr above): \
+         status {status:?}, said {lines:?}"
+    );
+    assert_gone(&name);
 }

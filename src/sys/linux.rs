@@ -18,19 +18,22 @@ use rustix::fs::{AtFlags, FallocateFlags, Mode, OFlags};
 pub const SHM_DIR: &str = "/dev/shm";
 
 fn shm_dir() -> io::Result<BorrowedFd<'static>> {
-    static DIR: OnceLock<Result<OwnedFd, i32>> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        rustix::fs::open(
-            SHM_DIR,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| e.raw_os_error())
-    });
-    match dir {
-        Ok(fd) => Ok(fd.as_fd()),
-        Err(code) => Err(io::Error::from_raw_os_error(*code)),
+    // Only success is cached: a failure (EMFILE, ENFILE, ENOMEM) is transient, and a
+    // cached one would fail every later create and open for the life of the process.
+    static DIR: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = DIR.get() {
+        return Ok(fd.as_fd());
     }
+    let fd = rustix::fs::open(
+        SHM_DIR,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    // A racing thread may have stored its descriptor first; ours is then closed here.
+    let _ = DIR.set(fd);
+    DIR.get()
+        .map(AsFd::as_fd)
+        .ok_or_else(|| io::Error::other("shared-memory directory descriptor not stored"))
 }
 
 /// Creates `name` exclusively (`O_CREAT|O_EXCL|O_NOFOLLOW`) with exactly `mode`.
