@@ -849,6 +849,63 @@ fn p5_creator_killed_at_each_init_step_is_replaced_quickly() {
     }
 }
 
+/// A folder of this process's open descriptors names the file `path`.
+fn fd_open_to(path: &std::path::Path) -> bool {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|e| e.ok())
+        .any(|e| std::fs::read_link(e.path()).is_ok_and(|target| target == path))
+}
+
+/// `admin::sweep` of an object whose name was replaced while the sweep waited for the
+/// old object's admin lock: the dead old object is destroyed, but its name belongs to
+/// the new object and is left alone, and the report says so. It used to say
+/// `unlinked: [name]`.
+#[test]
+fn sweep_does_not_report_unlinking_a_name_it_left_to_a_new_object() {
+    let name = unique(PREFIX, "sweep-replaced");
+    let mut scene = Scene::new(&[&name]);
+    // The creator stops after publishing, holding the object's admin lock.
+    let i = scene.add(Proc::test_child("child_p5_creator", "p5", &name, "5"));
+    assert_eq!(
+        scene.procs[i].expect_line("paused", START_TIMEOUT),
+        "paused 5"
+    );
+    let pid = scene.procs[i].pid();
+    let path = shm_path(&name);
+    assert!(!fd_open_to(&path), "this process has not opened it yet");
+    std::thread::scope(|s| {
+        let sweeper = s.spawn(|| admin::sweep(&name));
+        // The sweeper has opened the old object and waits for its admin lock.
+        poll("the sweeper's open", START_TIMEOUT, || {
+            fd_open_to(&path).then_some(())
+        });
+        // Forced removal (the lock is busy) and a new object under the name.
+        admin::remove(&name).expect("rm");
+        let new = Region::create(&name, 4096).expect("create the new object");
+        new.write(0, b"new").unwrap();
+        // The old object's only holder dies: the sweeper gets the lock.
+        scene.procs[i].kill9();
+        scene.procs[i].reap();
+        let rep = sweeper.join().expect("sweeper thread").expect("sweep");
+        // (0 if a concurrent `sweep_all`, of another test, took the lock first.)
+        assert!(rep.reclaimed_holders <= 1, "only the dead creator: {rep:?}");
+        assert!(
+            rep.unlinked.is_empty(),
+            "reports an unlink it did not do: {rep:?}"
+        );
+        let again = Region::open(&name).expect("the new object is intact");
+        let mut buf = [0u8; 3];
+        again.read(0, &mut buf).unwrap();
+        assert_eq!(&buf, b"new");
+        assert_eq!(again.info().refcount, 2);
+        drop(again);
+        drop(new);
+    });
+    assert!(!shm_exists(&name));
+    assert!(init_debris_of(pid).is_empty(), "{:?}", init_debris_of(pid));
+}
+
 // ---------------------------------------------------------------------------------
 // Fork: a handle belongs to the process that made it.
 

@@ -32,8 +32,9 @@ pub(crate) fn sweep(name: &str, opts: &Options, recover: Recover) -> Result<Swee
     }
     let mut out = admin.sweep(None, recover);
     if out.live == 0 {
-        admin.destroy();
-        out.unlinked = true;
+        // The name may have been replaced by a new object since we opened it (a
+        // forced `rm` and a create): then it was not ours to unlink, and we did not.
+        out.unlinked = admin.destroy();
     }
     Ok(out)
 }

@@ -9,7 +9,9 @@ pub struct SweepOutcome {
     pub reclaimed: u32,
     /// Live holders that remain (including the caller's own slot).
     pub live: u32,
-    /// Whether the segment had no live holder and was unlinked.
+    /// Whether this sweep unlinked the name: the segment had no live holder and the
+    /// name still referred to it. `false` when the name had meanwhile gone or been
+    /// replaced by a new object (which is left alone).
     pub unlinked: bool,
 }
 

@@ -259,15 +259,17 @@ impl AdminGuard<'_> {
         out
     }
 
-    /// Marks the segment destroyed and unlinks its name if the name is still ours.
-    pub(super) fn destroy(&self) {
+    /// Marks the segment destroyed and unlinks its name if the name is still ours;
+    /// returns whether this call unlinked the public name (`false` when it had already
+    /// gone or been replaced by a new object, which is left alone).
+    pub(super) fn destroy(&self) -> bool {
         let h = self.seg.header();
+        let mut unlinked = false;
         if h.state.load(Ordering::Relaxed) == state::READY {
             h.state.store(state::DESTROYING, Ordering::Relaxed);
-            if self.seg.name_is_ours() {
-                let _ = sys::unlink(&self.seg.os_name);
-            }
+            unlinked = self.seg.name_is_ours() && sys::unlink(&self.seg.os_name).is_ok();
         }
+        unlinked
     }
 
     /// Claims a free slot for the calling handle and takes its liveness lock.
