@@ -849,6 +849,47 @@ fn p5_creator_killed_at_each_init_step_is_replaced_quickly() {
     }
 }
 
+/// P1 when the creator is killed between publishing its segment (`link`) and unlinking
+/// the temporary name: that second name pinned the memory after the object was gone.
+/// Now the destroy that follows the last holder's death removes both names, with no
+/// global sweep (`open` sweeps only its own object).
+#[test]
+fn creator_killed_between_link_and_unlink_leaves_no_name_behind() {
+    let name = unique(PREFIX, "p1-temp");
+    let mut scene = Scene::new(&[&name]);
+    let i = scene.add(Proc::test_child("child_p5_creator", "p5", &name, "5"));
+    assert_eq!(
+        scene.procs[i].expect_line("paused", START_TIMEOUT),
+        "paused 5"
+    );
+    let pid = scene.procs[i].pid();
+    let temps = init_debris_of(pid);
+    assert_eq!(temps.len(), 1, "{temps:?}");
+    let public = std::fs::symlink_metadata(shm_path(&name)).expect("published");
+    let temp = std::fs::symlink_metadata(&temps[0]).expect("temporary name");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (public.ino(), public.nlink()),
+        (temp.ino(), 2),
+        "one file, two names"
+    );
+
+    scene.procs[i].kill9();
+    scene.procs[i].reap();
+    // The creator was the only holder: the next open finds the object dead.
+    match Region::open(&name) {
+        Err(Error::NotFound(_)) => {}
+        Ok(_) => panic!("opened an object whose only holder died"),
+        Err(e) => panic!("open: {e}"),
+    }
+    assert!(!shm_exists(&name));
+    assert!(
+        init_debris_of(pid).is_empty(),
+        "the temporary name still pins the dead object's memory: {:?}",
+        init_debris_of(pid)
+    );
+}
+
 /// A folder of this process's open descriptors names the file `path`.
 fn fd_open_to(path: &std::path::Path) -> bool {
     std::fs::read_dir("/proc/self/fd")

@@ -25,6 +25,7 @@ pub(crate) fn sweep(name: &str, opts: &Options, recover: Recover) -> Result<Swee
     let st = mapped.header().state.load(Ordering::Acquire);
     if st != state::READY {
         let unlinked = mapped.name_is_ours() && sys::unlink(&os).is_ok();
+        mapped.unlink_temp_names();
         return Ok(SweepOutcome {
             unlinked,
             ..Default::default()

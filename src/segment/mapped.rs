@@ -209,6 +209,28 @@ impl Mapped {
         sys::byte_locked_by_other(&self.file, holder_lock_byte(slot)).unwrap_or(true)
     }
 
+    /// Removes the creation-time names (`.tally-init.*`) that still refer to this
+    /// segment's file. A creator killed between publishing its segment (`link`) and
+    /// unlinking the temporary name leaves that second name behind, and a file's memory
+    /// is freed only when its last name goes. Called under the admin lock: a live creator
+    /// holds the same lock from before it publishes until its temporary name is gone, so
+    /// a name found here is never one a live creator still uses. One `fstat`; the
+    /// directory is scanned only when the file has a second name.
+    pub(super) fn unlink_temp_names(&self) {
+        let Ok(id) = sys::fstat(&self.file) else {
+            return;
+        };
+        let published = self.name_is_ours();
+        if id.nlink <= u64::from(published) {
+            return;
+        }
+        for temp in sys::list_names(INIT_PREFIX).unwrap_or_default() {
+            if sys::stat_name(&temp).is_ok_and(|t| t.dev == id.dev && t.ino == id.ino) {
+                let _ = sys::unlink(&temp);
+            }
+        }
+    }
+
     /// Whether `name` still refers to this segment's inode.
     pub(super) fn name_is_ours(&self) -> bool {
         match (sys::fstat(&self.file), sys::stat_name(&self.os_name)) {
@@ -261,7 +283,8 @@ impl AdminGuard<'_> {
 
     /// Marks the segment destroyed and unlinks its name if the name is still ours;
     /// returns whether this call unlinked the public name (`false` when it had already
-    /// gone or been replaced by a new object, which is left alone).
+    /// gone or been replaced by a new object, which is left alone). Also removes any
+    /// temporary name the segment still has, so that nothing pins its memory (P1).
     pub(super) fn destroy(&self) -> bool {
         let h = self.seg.header();
         let mut unlinked = false;
@@ -269,6 +292,7 @@ impl AdminGuard<'_> {
             h.state.store(state::DESTROYING, Ordering::Relaxed);
             unlinked = self.seg.name_is_ours() && sys::unlink(&self.seg.os_name).is_ok();
         }
+        self.seg.unlink_temp_names();
         unlinked
     }
 

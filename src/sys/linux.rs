@@ -100,6 +100,8 @@ pub struct FileId {
     pub len: u64,
     /// Bytes actually allocated (`st_blocks` × 512): less than `len` for a sparse file.
     pub allocated: u64,
+    /// Number of names (hard links) the file has.
+    pub nlink: u64,
 }
 
 fn file_id(st: &rustix::fs::Stat) -> FileId {
@@ -110,6 +112,8 @@ fn file_id(st: &rustix::fs::Stat) -> FileId {
         mode: st.st_mode & 0o7777,
         len: st.st_size as u64,
         allocated: st.st_blocks as u64 * 512,
+        #[allow(clippy::unnecessary_cast)] // u32 on some targets (aarch64)
+        nlink: st.st_nlink as u64,
     }
 }
 
