@@ -11,6 +11,8 @@
 //!    to be live), while an open of a live object of another kind stays a typed error.
 //! 5. One `EMFILE` at the first use of /dev/shm was cached for the life of the
 //!    process: every later create and open failed.
+//! 8. A create larger than the free space of /dev/shm began reserving it before it
+//!    failed; it now fails first, and `NoSpace` says how much was asked and is free.
 //!
 //! Children are this test binary re-executed with `--exact <child fn>`; a `child_*`
 //! test returns at once unless `TALLY_TEST_ROLE` names its role. Children report
@@ -631,4 +633,119 @@ fn a_descriptor_shortage_at_first_use_does_not_fail_later_creates() {
          status {status:?}, said {lines:?}"
     );
     assert_gone(&name);
+}
+
+// --- 8. a create larger than the free space fails before it allocates -----------------
+
+static CREATE_STEPS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn count_steps(_step: u32) {
+    CREATE_STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// In a private mount namespace with an 8 MiB tmpfs on /dev/shm, 5 MiB of it used: a
+/// 4 MiB create (under the size of the file system, over its free space) must fail with
+/// `NoSpace` before it creates or reserves anything (no create step is reached).
+#[test]
+fn child_create_over_free_space() {
+    let Some(name) = child_name("small-shm") else {
+        return;
+    };
+    let c = |s: &str| std::ffi::CString::new(s).expect("C string");
+    // SAFETY: unshare and mount with valid NUL-terminated strings (or null where the
+    // call allows it); CLONE_NEWNS gives this thread a mount namespace of its own, so
+    // the tmpfs below is seen only here and vanishes with the process.
+    let rc = unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            -1
+        } else if libc::mount(
+            std::ptr::null(),
+            c("/").as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            -2
+        } else {
+            libc::mount(
+                c("tmpfs").as_ptr(),
+                c("/dev/shm").as_ptr(),
+                c("tmpfs").as_ptr(),
+                0,
+                c("size=8m,mode=1777").as_ptr().cast(),
+            )
+        }
+    };
+    if rc != 0 {
+        say(format_args!(
+            "skipped: private tmpfs ({rc}): {}",
+            std::io::Error::last_os_error()
+        ));
+        return;
+    }
+    let filler = std::fs::File::create("/dev/shm/filler").expect("filler");
+    filler.set_len(5 << 20).expect("size filler");
+    use std::os::unix::fs::FileExt;
+    filler
+        .write_all_at(&vec![1u8; 5 << 20], 0)
+        .expect("fill 5 MiB");
+    let vfs = rustix::fs::statvfs("/dev/shm").expect("statvfs");
+    let (free, total) = (vfs.f_bavail * vfs.f_frsize, vfs.f_blocks * vfs.f_frsize);
+    let len = 4usize << 20;
+    assert!(free < len as u64 && (len as u64) < total, "{free} {total}");
+
+    tally::__private::set_create_hook(count_steps);
+    let t = Instant::now();
+    let e = err_of("create over free space", Region::create(&name, len));
+    let took = t.elapsed();
+    let Error::NoSpace {
+        bytes, free: told, ..
+    } = e
+    else {
+        panic!("expected NoSpace, got {e:?}");
+    };
+    assert!(bytes >= len as u64 && told < bytes, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&bytes.to_string()) && msg.contains(&told.to_string()),
+        "the message must give both figures: {msg}"
+    );
+    assert_eq!(
+        CREATE_STEPS.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "it began building the segment before failing"
+    );
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n != "filler")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // And a create that fits still works.
+    let r = Region::create(&name, 1 << 20).expect("create 1 MiB");
+    drop(r);
+    say(format_args!("passed in {took:?}"));
+}
+
+#[test]
+fn create_over_the_free_space_fails_fast_with_both_figures() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        eprintln!("skipped: a private tmpfs needs root");
+        return;
+    }
+    let mut scene = Scene::new();
+    let name = scene.name("nospace");
+    let k = scene.spawn("child_create_over_free_space", "small-shm", &name);
+    let (status, lines) = scene.kids[k].finish();
+    eprintln!("child said {lines:?}");
+    if let Some(why) = lines.iter().find(|l| l.starts_with("skipped")) {
+        eprintln!("{why}");
+        return;
+    }
+    assert!(
+        status.success() && lines.last().is_some_and(|l| l.starts_with("passed")),
+        "the no-space scenario failed (stderr above): status {status:?}, said {lines:?}"
+    );
 }

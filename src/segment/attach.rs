@@ -290,6 +290,7 @@ fn build_temp(
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed),
         unix_ms()
     );
+    check_space(name, layout.total_len as u64)?;
     let file = sys::create_exclusive(&temp, opts.mode).map_err(|e| Error::io("create", name, e))?;
     let cleanup = TempName(&temp);
     // Hold the admin lock of the temporary file while building it, so a concurrent
@@ -309,11 +310,9 @@ fn build_temp(
     }
     create_step(1);
     if let Err(e) = sys::reserve(&file, layout.total_len as u64) {
+        // Space may have gone between the check above and here.
         return Err(if e.raw_os_error() == Some(libc::ENOSPC) {
-            Error::NoSpace {
-                name: name.to_owned(),
-                bytes: layout.total_len as u64,
-            }
+            no_space(name, layout.total_len as u64)
         } else {
             Error::io("reserve", name, e)
         });
@@ -357,4 +356,30 @@ fn build_temp(
     let mapped = Mapped::from_file(name, &temp, file, opts)?;
     std::mem::forget(cleanup); // `create` owns the temporary name from here
     Ok((temp, mapped))
+}
+
+/// Fails fast with [`Error::NoSpace`] when the shared-memory file system has less free
+/// space than `bytes`, before any file exists: reserving more than is free would take
+/// long (the kernel allocates page by page before it gives up) or get the process
+/// killed where memory runs out first. A file system that reports no size, or whose
+/// size cannot be read, is left to `fallocate` to judge.
+fn check_space(name: &str, bytes: u64) -> Result<()> {
+    match sys::shm_free_bytes() {
+        Ok(Some(free)) if bytes > free => Err(Error::NoSpace {
+            name: name.to_owned(),
+            bytes,
+            free,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// [`Error::NoSpace`] for `bytes`, with the free space as the file system reports it now.
+fn no_space(name: &str, bytes: u64) -> Error {
+    let free = sys::shm_free_bytes().ok().flatten().unwrap_or(0);
+    Error::NoSpace {
+        name: name.to_owned(),
+        bytes,
+        free,
+    }
 }

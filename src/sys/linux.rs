@@ -36,6 +36,17 @@ fn shm_dir() -> io::Result<BorrowedFd<'static>> {
         .ok_or_else(|| io::Error::other("shared-memory directory descriptor not stored"))
 }
 
+/// Bytes free in the shared-memory file system for an unprivileged caller (`statvfs`:
+/// `f_bavail` × `f_frsize`). `None` when the file system reports no size (a tmpfs
+/// mounted without a limit), where free space means nothing.
+pub fn shm_free_bytes() -> io::Result<Option<u64>> {
+    let vfs = rustix::fs::fstatvfs(shm_dir()?)?;
+    if vfs.f_blocks == 0 {
+        return Ok(None);
+    }
+    Ok(Some(vfs.f_bavail.saturating_mul(vfs.f_frsize)))
+}
+
 /// Creates `name` exclusively (`O_CREAT|O_EXCL|O_NOFOLLOW`) with exactly `mode`.
 pub fn create_exclusive(name: &str, mode: u32) -> io::Result<File> {
     let fd = rustix::fs::openat(
