@@ -1,7 +1,9 @@
 //! Administration of tally objects by name: what `tally ls/inspect/sweep/rm` do.
 
+use std::time::Duration;
+
 use crate::error::{Error, Result};
-use crate::segment::{self, Options, Segment, SegmentInfo, admin};
+use crate::segment::{self, Options, Segment, SegmentInfo, SweepOutcome, admin};
 
 /// The names of every tally object in the shared-memory namespace.
 pub fn list() -> Result<Vec<String>> {
@@ -88,5 +90,38 @@ impl Holder {
     /// Describes the held object.
     pub fn info(&self) -> SegmentInfo {
         self.seg.info()
+    }
+
+    /// Reclaims the object's dead holders now, waiting for its admin lock at most
+    /// [`Options::timeout`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if another process held the admin lock all that time (it may
+    /// be stopped); [`Error::Inherited`] in a forked child.
+    pub fn sweep(&self) -> Result<SweepOutcome> {
+        self.seg.sweep()
+    }
+
+    /// Reclaims the object's dead holders if its admin lock can be had within
+    /// `timeout`: returns within about `timeout` even while a stopped process holds
+    /// the lock. `Duration::ZERO` tries once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the lock stayed held for `timeout` (nothing was changed);
+    /// [`Error::Inherited`] in a forked child.
+    pub fn sweep_within(&self, timeout: Duration) -> Result<SweepOutcome> {
+        self.seg.sweep_within(timeout)
+    }
+
+    /// Reclaims the object's dead holders only if its admin lock is free right now;
+    /// `Ok(None)` if another process or thread holds it. Never waits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Inherited`] in a forked child.
+    pub fn try_sweep(&self) -> Result<Option<SweepOutcome>> {
+        self.seg.try_sweep()
     }
 }

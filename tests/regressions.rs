@@ -11,6 +11,8 @@
 //!    to be live), while an open of a live object of another kind stays a typed error.
 //! 5. One `EMFILE` at the first use of /dev/shm was cached for the life of the
 //!    process: every later create and open failed.
+//! 6. A sweep could only wait out `Options::timeout` while a stopped process held the
+//!    admin lock; `sweep_within` and `try_sweep` answer within the caller's bound.
 //! 8. A create larger than the free space of /dev/shm began reserving it before it
 //!    failed; it now fails first, and `NoSpace` says how much was asked and is free.
 //!
@@ -31,7 +33,7 @@ use tally::{Error, Kind, Options, Region, Ring};
 mod common;
 use common::{
     Guard, TAG, assert_err, assert_gone, child_command, child_role, remove_init_debris_of, say,
-    shm_exists, spawn_with_lines,
+    shm_exists, shm_path, spawn_with_lines,
 };
 
 /// Prefix of this file's object names.
@@ -632,6 +634,100 @@ fn a_descriptor_shortage_at_first_use_does_not_fail_later_creates() {
         "the EMFILE scenario failed (its panic message is in stderr above): \
          status {status:?}, said {lines:?}"
     );
+    assert_gone(&name);
+}
+
+// --- 6. bounded sweeps while a stopped process holds the admin lock --------------------
+
+/// Takes the admin lock of segment `name` (an OFD lock on byte 0 of its file, as the
+/// library does: src/segment/layout.rs) and holds it until stdin closes.
+#[test]
+fn child_hold_admin_lock() {
+    let Some(name) = child_name("admin-lock") else {
+        return;
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(shm_path(&name))
+        .expect("open the segment file");
+    // SAFETY: flock is plain data; all-zero is valid.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = 0;
+    fl.l_len = 1;
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on an open descriptor with a valid, exclusively borrowed flock.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    assert_eq!(rc, 0, "lock: {}", std::io::Error::last_os_error());
+    say("locked");
+    block_until_stdin_closes();
+    drop(file);
+}
+
+/// A stopped process holding an object's admin lock must not make a quick check wait
+/// out `Options::timeout` (5 s): `try_sweep` answers "busy" at once and
+/// `sweep_within(bound)` returns `Timeout` within its bound, both changing nothing.
+#[test]
+fn bounded_sweeps_return_in_time_while_a_stopped_process_holds_the_admin_lock() {
+    let mut scene = Scene::new();
+    let name = scene.name("admin-stopped");
+    let region = Region::create(&name, 4096).expect("create");
+    let holder = tally::admin::Holder::open(&name, &Options::default()).expect("holder");
+    let k = scene.spawn("child_hold_admin_lock", "admin-lock", &name);
+    scene.kids[k].expect("locked");
+    let pid = scene.kids[k].pid() as libc::pid_t;
+    // SAFETY: kill(2) on our own unreaped child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let mut status = 0;
+    // SAFETY: waitpid on our own child with a valid out pointer; WUNTRACED reports the
+    // stop without reaping it.
+    let rc = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
+    assert!(
+        rc == pid && libc::WIFSTOPPED(status),
+        "not stopped: {status:#x}"
+    );
+
+    let t = Instant::now();
+    let busy = holder.try_sweep().expect("try_sweep");
+    let took = t.elapsed();
+    assert_eq!(busy, None, "the admin lock is held");
+    assert!(
+        took < Duration::from_millis(100),
+        "try_sweep waited {took:?}"
+    );
+
+    for bound in [
+        Duration::ZERO,
+        Duration::from_millis(10),
+        Duration::from_millis(50),
+    ] {
+        let t = Instant::now();
+        let e = err_of("sweep_within", holder.sweep_within(bound));
+        let took = t.elapsed();
+        assert!(matches!(e, Error::Timeout { .. }), "{bound:?}: {e:?}");
+        assert!(
+            took >= bound && took < bound + Duration::from_millis(100),
+            "sweep_within({bound:?}) took {took:?}"
+        );
+    }
+    assert_eq!(region.info().refcount, 2, "nothing changed");
+
+    // Once the lock is free again the same calls sweep.
+    // SAFETY: kill(2) on our own unreaped child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    scene.kids[k].stdin.take();
+    let (status, _) = scene.kids[k].finish();
+    assert!(status.success(), "lock holder: {status:?}");
+    let out = holder.try_sweep().expect("try_sweep").expect("lock free");
+    assert_eq!((out.reclaimed, out.live), (0, 2), "{out:?}");
+    let out = holder
+        .sweep_within(Duration::from_millis(10))
+        .expect("sweep_within");
+    assert_eq!((out.reclaimed, out.live), (0, 2), "{out:?}");
+    drop(holder);
+    drop(region);
     assert_gone(&name);
 }
 

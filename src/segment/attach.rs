@@ -232,10 +232,45 @@ impl Segment {
     }
 
     /// Runs the sweep now: reclaims dead holders' slots and their object state.
+    /// Waits for the admin lock at most [`Options::timeout`] (5 s by default); use
+    /// [`sweep_within`](Self::sweep_within) or [`try_sweep`](Self::try_sweep) where a
+    /// caller has a tighter bound of its own.
     pub(crate) fn sweep(&self) -> Result<SweepOutcome> {
+        self.sweep_within(self.timeout)
+    }
+
+    /// Runs the sweep if the admin lock can be had within `timeout`, whatever
+    /// [`Options::timeout`] says: for checks with a deadline of their own, such as a
+    /// `recv_timeout(10 ms)` that finds its peer's liveness lock free, or a quick
+    /// `is_disconnected()`. A stopped (SIGSTOP) or slow process may hold the admin lock
+    /// for any time; this call then returns within about `timeout` (plus one sleep of at
+    /// most 2 ms), having changed nothing. `Duration::ZERO` tries once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] (`what`: "the segment's admin lock") if the lock stayed held
+    /// for `timeout`: another process is mid-way through an attach, detach or sweep, so
+    /// the caller knows nothing new and should treat its peer as alive for now (P4);
+    /// [`Error::Inherited`] in a forked child; [`Error::Io`] if the lock call fails.
+    pub(crate) fn sweep_within(&self, timeout: Duration) -> Result<SweepOutcome> {
         self.check_owner()?;
-        let admin = self.mapped.lock_admin(self.timeout)?;
+        let admin = self.mapped.lock_admin(timeout)?;
         Ok(admin.sweep(Some(self.slot), self.recover))
+    }
+
+    /// Runs the sweep only if the admin lock is free right now; `Ok(None)` ("busy")
+    /// without waiting if another process or thread holds it. The non-blocking form of
+    /// [`sweep_within`](Self::sweep_within), for polls that must never block.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Inherited`] in a forked child; [`Error::Io`] if the lock call fails.
+    pub(crate) fn try_sweep(&self) -> Result<Option<SweepOutcome>> {
+        match self.sweep_within(Duration::ZERO) {
+            Ok(out) => Ok(Some(out)),
+            Err(Error::Timeout { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Describes the segment.

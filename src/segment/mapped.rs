@@ -161,7 +161,8 @@ impl Mapped {
                     waited: start.elapsed(),
                 });
             }
-            std::thread::sleep(backoff);
+            // Never sleep past the caller's bound: a short `timeout` is a promise.
+            std::thread::sleep(backoff.min(timeout.saturating_sub(start.elapsed())));
             backoff = (backoff * 2).min(Duration::from_millis(2));
         }
     }
