@@ -13,6 +13,8 @@
 //!    process: every later create and open failed.
 //! 6. A sweep could only wait out `Options::timeout` while a stopped process held the
 //!    admin lock; `sweep_within` and `try_sweep` answer within the caller's bound.
+//! 7. `PermissionDenied` from a failed open did not say who owns the file, with what
+//!    mode, or what would let the caller in.
 //! 8. A create larger than the free space of /dev/shm began reserving it before it
 //!    failed; it now fails first, and `NoSpace` says how much was asked and is free.
 //!
@@ -727,6 +729,95 @@ fn bounded_sweeps_return_in_time_while_a_stopped_process_holds_the_admin_lock() 
         .expect("sweep_within");
     assert_eq!((out.reclaimed, out.live), (0, 2), "{out:?}");
     drop(holder);
+    drop(region);
+    assert_gone(&name);
+}
+
+// --- 7. permission errors say who owns the file and what to do ----------------------
+
+/// The user every test that needs another one acts as.
+const NOBODY: libc::uid_t = 65534;
+
+/// As user `nobody`: opens `name` (root's, mode 0600), then creates and opens an object
+/// of its own with mode 0400; reports each `PermissionDenied` reason.
+#[test]
+fn child_open_as_nobody() {
+    let Some((name, own)) = child_role("nobody") else {
+        return;
+    };
+    // SAFETY: setresgid/setresuid with plain ids; glibc applies them to every thread.
+    unsafe {
+        assert_eq!(libc::setresgid(NOBODY, NOBODY, NOBODY), 0);
+        assert_eq!(libc::setresuid(NOBODY, NOBODY, NOBODY), 0);
+    }
+    for (what, res) in [
+        ("open", Region::open(&name).map(drop)),
+        ("inspect", tally::admin::inspect(&name).map(drop)),
+    ] {
+        match res {
+            Err(e @ Error::PermissionDenied { .. }) => say(format_args!("{what} {e}")),
+            other => panic!("{what} of root's object: {other:?}"),
+        }
+    }
+    let opts = Options {
+        mode: 0o400,
+        ..Options::default()
+    };
+    let mine = Region::create_with(&own, 4096, &opts).expect("create with mode 0400");
+    match Region::open(&own) {
+        Err(e @ Error::PermissionDenied { .. }) => say(format_args!("own {e}")),
+        other => panic!("open of our own 0400 object: {:?}", other.map(drop)),
+    }
+    drop(mine);
+    assert_gone(&own);
+    say("passed");
+}
+
+/// `PermissionDenied` from a failed open used to say only "Permission denied (os error
+/// 13)"; it now names the file's owner uid and mode and what would let the caller in.
+#[test]
+fn permission_denied_names_the_owner_the_mode_and_a_way_out() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        eprintln!("skipped: acting as another user needs root");
+        return;
+    }
+    let mut scene = Scene::new();
+    let name = scene.name("perm");
+    let own = scene.name("perm-own");
+    let region = Region::create(&name, 4096).expect("create (mode 0600)");
+    let what = "child_open_as_nobody".to_owned();
+    let mut cmd = child_command(&what, "nobody", &name, &own);
+    let (mut child, lines) = spawn_with_lines(&mut cmd, Stdio::null(), Some(TAG), &what);
+    let status = common::wait_within(&mut child, START_TIMEOUT, &what);
+    let said: Vec<String> = lines.try_iter().collect();
+    assert!(
+        status.success() && said.last().map(String::as_str) == Some("passed"),
+        "the child failed (stderr above): {status:?}, said {said:?}"
+    );
+    for what in ["open", "inspect"] {
+        let line = said
+            .iter()
+            .find(|l| l.starts_with(&format!("{what} ")))
+            .unwrap_or_else(|| panic!("no {what} line in {said:?}"));
+        for part in [
+            name.as_str(),
+            "owned by uid 0",
+            "mode 0600",
+            "you are uid 65534",
+            "Options::allow_foreign_owner",
+            "ask its owner",
+        ] {
+            assert!(line.contains(part), "{what}: no {part:?} in {line:?}");
+        }
+    }
+    let line = said
+        .iter()
+        .find(|l| l.starts_with("own "))
+        .expect("own line");
+    for part in ["it is yours", "mode 0400", "Options::mode"] {
+        assert!(line.contains(part), "own: no {part:?} in {line:?}");
+    }
+    assert_eq!(region.info().refcount, 1, "no holder was added");
     drop(region);
     assert_gone(&name);
 }

@@ -18,7 +18,7 @@ pub(crate) struct Mapped {
 impl Mapped {
     /// Opens and validates `name` as a tally segment of any kind.
     pub(super) fn open(name: &str, os_name: &str, opts: &Options) -> Result<Self> {
-        let file = sys::open_existing(os_name).map_err(|e| Error::io("open", name, e))?;
+        let file = sys::open_existing(os_name).map_err(|e| open_error(name, os_name, e))?;
         Self::from_file(name, os_name, file, opts)
     }
 
@@ -28,8 +28,10 @@ impl Mapped {
             return Err(Error::PermissionDenied {
                 name: name.to_owned(),
                 reason: format!(
-                    "owned by uid {} (you are {}); pass allow_foreign_owner to accept it",
+                    "owned by uid {} with mode {:04o} (you are uid {}); set \
+                     Options::allow_foreign_owner to accept it",
                     id.uid,
+                    id.mode,
                     sys::geteuid()
                 ),
             });
@@ -343,4 +345,34 @@ pub(super) fn clear_record(rec: &HolderRecord) {
     rec.boot_id.store(0, Ordering::Relaxed);
     rec.attached_unix_ms.store(0, Ordering::Relaxed);
     rec.state.store(slot_state::FREE, Ordering::Release);
+}
+
+/// The error for a failed open of `os_name`. A permission error says who owns the file
+/// and with what mode, where the file can be looked at, and what would let the caller
+/// in; any other error is mapped as usual.
+pub(super) fn open_error(name: &str, os_name: &str, e: std::io::Error) -> Error {
+    let denied = matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM));
+    let Some(id) = denied.then(|| sys::stat_name(os_name).ok()).flatten() else {
+        return Error::io("open", name, e);
+    };
+    let me = sys::geteuid();
+    let hint = if id.uid == me {
+        format!(
+            "it is yours, but mode {:04o} does not let you read and write it: chmod it, or \
+             create it with an Options::mode that does (owner read and write, 0o600)",
+            id.mode
+        )
+    } else {
+        format!(
+            "it is owned by uid {} with mode {:04o} and you are uid {me}: ask its owner to \
+             create it with an Options::mode that lets you read and write it (or to chmod \
+             it), or run as uid {}; a segment of another owner is then accepted with \
+             Options::allow_foreign_owner",
+            id.uid, id.mode, id.uid
+        )
+    };
+    Error::PermissionDenied {
+        name: name.to_owned(),
+        reason: format!("open {}/{os_name}: {e}; {hint}", sys::SHM_DIR),
+    }
 }
