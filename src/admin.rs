@@ -3,11 +3,25 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+pub use crate::segment::Creation;
 use crate::segment::{self, Options, Segment, SegmentInfo, SweepOutcome, admin};
 
 /// The names of every tally object in the shared-memory namespace.
 pub fn list() -> Result<Vec<String>> {
     admin::names()
+}
+
+/// Segments being created and creation debris: the temporary files (`.tally-init.*`)
+/// that a create builds an object in before publishing it under its name. A creator
+/// killed mid-create (say while reserving 16 GiB) leaves one behind, invisible to
+/// [`list`]; [`sweep_all`] removes those whose builder is dead
+/// ([`Creation::would_sweep`]).
+///
+/// # Errors
+///
+/// [`Error::Io`] if the shared-memory directory cannot be read.
+pub fn creations() -> Result<Vec<Creation>> {
+    admin::creations()
 }
 
 /// Describes the object `name`, with each holder's pid and liveness.

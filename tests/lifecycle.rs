@@ -849,6 +849,73 @@ fn p5_creator_killed_at_each_init_step_is_replaced_quickly() {
     }
 }
 
+/// The temporary file of the segment that process `pid` is building (or left).
+fn creation_of(pid: u32) -> Option<admin::Creation> {
+    admin::creations()
+        .expect("creations")
+        .into_iter()
+        .find(|c| c.builder_pid == Some(pid))
+}
+
+/// `tally ls` sees objects being created and their debris through `admin::creations`:
+/// a live builder's file is never sweepable, a dead builder's is. Step 2 is before
+/// publication; step 5 is after `link`, when the temporary file is also the object's
+/// second name.
+#[test]
+fn creations_show_live_builders_and_debris() {
+    for step in [2u32, 5] {
+        let name = unique(PREFIX, &format!("creations-{step}"));
+        let mut scene = Scene::new(&[&name]);
+        let i = scene.add(Proc::test_child(
+            "child_p5_creator",
+            "p5",
+            &name,
+            &step.to_string(),
+        ));
+        assert_eq!(
+            scene.procs[i].expect_line("paused", START_TIMEOUT),
+            format!("paused {step}")
+        );
+        let pid = scene.procs[i].pid();
+        let c = creation_of(pid).unwrap_or_else(|| panic!("step {step}: builder {pid} not listed"));
+        assert!(
+            c.temp_name.starts_with(&format!(".tally-init.{pid}.")),
+            "{c:?}"
+        );
+        assert!(c.builder_alive, "step {step}: {c:?}");
+        assert!(!c.would_sweep, "step {step}: a live builder's file: {c:?}");
+        assert_eq!(c.published, step == 5, "step {step}: {c:?}");
+        assert!(c.bytes > 4096, "header, table and region: {c:?}");
+        assert!(
+            c.allocated_bytes >= c.bytes,
+            "reserved before step 2: {c:?}"
+        );
+        assert!(c.age_ms.is_some_and(|ms| ms < 60_000), "{c:?}");
+        // A sweep leaves a live builder's file alone. (Not at step 5: `sweep_all` would
+        // wait out its timeout for the published object's admin lock, which the paused
+        // builder holds.)
+        if step == 2 {
+            admin::sweep_all().expect("sweep_all");
+            assert!(!init_debris_of(pid).is_empty(), "swept a live builder");
+        }
+
+        scene.procs[i].kill9();
+        scene.procs[i].reap();
+        // Any create on this machine may sweep the dead builder's file at any moment,
+        // so it is checked only while it is still there.
+        if let Some(c) = creation_of(pid) {
+            assert!(!c.builder_alive, "step {step}: dead builder: {c:?}");
+            assert!(c.would_sweep, "step {step}: dead builder's file: {c:?}");
+        }
+        let _ = admin::sweep_all().expect("sweep_all");
+        assert!(
+            creation_of(pid).is_none(),
+            "step {step}: left after a sweep"
+        );
+        assert!(init_debris_of(pid).is_empty());
+    }
+}
+
 /// P1 when the creator is killed between publishing its segment (`link`) and unlinking
 /// the temporary name: that second name pinned the memory after the object was gone.
 /// Now the destroy that follows the last holder's death removes both names, with no

@@ -11,6 +11,11 @@ pub(crate) fn names() -> Result<Vec<String>> {
         .collect())
 }
 
+/// The temporary files of segments being created, and of creators that died.
+pub(crate) fn creations() -> Result<Vec<Creation>> {
+    debris::creations()
+}
+
 /// Describes `name`.
 pub(crate) fn inspect(name: &str, opts: &Options) -> Result<SegmentInfo> {
     let os = os_name(name)?;

@@ -80,3 +80,39 @@ pub(crate) fn sweep_init_debris() -> u32 {
     }
     removed
 }
+
+/// Every temporary file in the namespace: segments being built, and what builders
+/// that died mid-create left (see [`Creation`]).
+pub(crate) fn creations() -> Result<Vec<Creation>> {
+    let names = sys::list_names(INIT_PREFIX).map_err(|e| Error::io("list", sys::SHM_DIR, e))?;
+    let now = unix_ms();
+    let mut out = Vec::with_capacity(names.len());
+    for temp in names {
+        // Gone since the listing: its builder finished or a sweep took it.
+        let Ok(id) = sys::stat_name(&temp) else {
+            continue;
+        };
+        let (pid, born) = parse_temp(&temp);
+        let (builder_alive, would_sweep) = match sys::open_existing(&temp) {
+            Ok(file) => {
+                // A failed probe counts as alive, as in the holder sweep (P4).
+                let locked = sys::byte_locked_by_other(&file, ADMIN_LOCK_BYTE).unwrap_or(true);
+                let alive = locked || in_grace(pid, born);
+                (alive, !alive)
+            }
+            // Another user's file: the sweep cannot open it either.
+            Err(_) => (pid.is_some_and(sys::pid_exists), false),
+        };
+        out.push(Creation {
+            temp_name: temp,
+            builder_pid: pid,
+            builder_alive,
+            bytes: id.len,
+            allocated_bytes: id.allocated,
+            age_ms: born.map(|b| now.saturating_sub(b)),
+            published: id.nlink > 1,
+            would_sweep,
+        });
+    }
+    Ok(out)
+}
