@@ -1,7 +1,10 @@
 //! Administration of tally objects by name: what `tally ls/inspect/sweep/rm` do.
 
+use std::time::Duration;
+
 use crate::error::{Error, Result};
-use crate::segment::{self, Options, Segment, SegmentInfo, admin};
+pub use crate::segment::Creation;
+use crate::segment::{self, Options, Segment, SegmentInfo, SweepOutcome, admin};
 
 /// The names of every tally object in the shared-memory namespace.
 ///
@@ -9,6 +12,19 @@ use crate::segment::{self, Options, Segment, SegmentInfo, admin};
 /// [`Error::Io`] if the shared-memory directory cannot be listed.
 pub fn list() -> Result<Vec<String>> {
     admin::names()
+}
+
+/// Segments being created and creation debris: the temporary files (`.tally-init.*`)
+/// that a create builds an object in before publishing it under its name. A creator
+/// killed mid-create (say while reserving 16 GiB) leaves one behind, invisible to
+/// [`list`]; [`sweep_all`] removes those whose builder is dead
+/// ([`Creation::would_sweep`]).
+///
+/// # Errors
+///
+/// [`Error::Io`] if the shared-memory directory cannot be read.
+pub fn creations() -> Result<Vec<Creation>> {
+    admin::creations()
 }
 
 /// Describes the object `name`, with each holder's pid and liveness.
@@ -119,6 +135,39 @@ impl Holder {
     /// Describes the held object.
     pub fn info(&self) -> SegmentInfo {
         self.seg.info()
+    }
+
+    /// Reclaims the object's dead holders now, waiting for its admin lock at most
+    /// [`Options::timeout`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if another process held the admin lock all that time (it may
+    /// be stopped); [`Error::Inherited`] in a forked child.
+    pub fn sweep(&self) -> Result<SweepOutcome> {
+        self.seg.sweep()
+    }
+
+    /// Reclaims the object's dead holders if its admin lock can be had within
+    /// `timeout`: returns within about `timeout` even while a stopped process holds
+    /// the lock. `Duration::ZERO` tries once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the lock stayed held for `timeout` (nothing was changed);
+    /// [`Error::Inherited`] in a forked child.
+    pub fn sweep_within(&self, timeout: Duration) -> Result<SweepOutcome> {
+        self.seg.sweep_within(timeout)
+    }
+
+    /// Reclaims the object's dead holders only if its admin lock is free right now;
+    /// `Ok(None)` if another process or thread holds it. Never waits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Inherited`] in a forked child.
+    pub fn try_sweep(&self) -> Result<Option<SweepOutcome>> {
+        self.seg.try_sweep()
     }
 }
 

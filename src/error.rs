@@ -79,12 +79,15 @@ pub enum Error {
         detail: String,
     },
     /// The shared-memory file system has no room for the segment.
-    #[error("no space in /dev/shm for {name:?} ({bytes} bytes)")]
+    #[error("no space in /dev/shm for {name:?}: asked for {bytes} bytes, {free} bytes free")]
     NoSpace {
         /// The object.
         name: String,
         /// Bytes asked for.
         bytes: u64,
+        /// Bytes free in the file system when the create failed (as `statvfs` reports
+        /// them to an unprivileged caller; 0 if it could not be read).
+        free: u64,
     },
     /// Every slot of the segment's holder table is taken by a live holder.
     #[error("{name:?}: holder table full ({capacity} live holders)")]

@@ -849,6 +849,178 @@ fn p5_creator_killed_at_each_init_step_is_replaced_quickly() {
     }
 }
 
+/// The temporary file of the segment that process `pid` is building (or left).
+fn creation_of(pid: u32) -> Option<admin::Creation> {
+    admin::creations()
+        .expect("creations")
+        .into_iter()
+        .find(|c| c.builder_pid == Some(pid))
+}
+
+/// `tally ls` sees objects being created and their debris through `admin::creations`:
+/// a live builder's file is never sweepable, a dead builder's is. Step 2 is before
+/// publication; step 5 is after `link`, when the temporary file is also the object's
+/// second name.
+#[test]
+fn creations_show_live_builders_and_debris() {
+    for step in [2u32, 5] {
+        let name = unique(PREFIX, &format!("creations-{step}"));
+        let mut scene = Scene::new(&[&name]);
+        let i = scene.add(Proc::test_child(
+            "child_p5_creator",
+            "p5",
+            &name,
+            &step.to_string(),
+        ));
+        assert_eq!(
+            scene.procs[i].expect_line("paused", START_TIMEOUT),
+            format!("paused {step}")
+        );
+        let pid = scene.procs[i].pid();
+        let c = creation_of(pid).unwrap_or_else(|| panic!("step {step}: builder {pid} not listed"));
+        assert!(
+            c.temp_name.starts_with(&format!(".tally-init.{pid}.")),
+            "{c:?}"
+        );
+        assert!(c.builder_alive, "step {step}: {c:?}");
+        assert!(!c.would_sweep, "step {step}: a live builder's file: {c:?}");
+        assert_eq!(c.published, step == 5, "step {step}: {c:?}");
+        assert!(c.bytes > 4096, "header, table and region: {c:?}");
+        assert!(
+            c.allocated_bytes >= c.bytes,
+            "reserved before step 2: {c:?}"
+        );
+        assert!(c.age_ms.is_some_and(|ms| ms < 60_000), "{c:?}");
+        // A sweep leaves a live builder's file alone. (Not at step 5: `sweep_all` would
+        // wait out its timeout for the published object's admin lock, which the paused
+        // builder holds.)
+        if step == 2 {
+            admin::sweep_all().expect("sweep_all");
+            assert!(!init_debris_of(pid).is_empty(), "swept a live builder");
+        }
+
+        scene.procs[i].kill9();
+        scene.procs[i].reap();
+        // Any create on this machine may sweep the dead builder's file at any moment,
+        // so it is checked only while it is still there.
+        if let Some(c) = creation_of(pid) {
+            assert!(!c.builder_alive, "step {step}: dead builder: {c:?}");
+            assert!(c.would_sweep, "step {step}: dead builder's file: {c:?}");
+        }
+        let _ = admin::sweep_all().expect("sweep_all");
+        assert!(
+            creation_of(pid).is_none(),
+            "step {step}: left after a sweep"
+        );
+        assert!(init_debris_of(pid).is_empty());
+    }
+}
+
+/// P1 when the creator is killed between publishing its segment (`link`) and unlinking
+/// the temporary name: that second name pinned the memory after the object was gone.
+/// Now the destroy that follows the last holder's death removes both names, with no
+/// global sweep (`open` sweeps only its own object).
+#[test]
+fn creator_killed_between_link_and_unlink_leaves_no_name_behind() {
+    let name = unique(PREFIX, "p1-temp");
+    let mut scene = Scene::new(&[&name]);
+    let i = scene.add(Proc::test_child("child_p5_creator", "p5", &name, "5"));
+    assert_eq!(
+        scene.procs[i].expect_line("paused", START_TIMEOUT),
+        "paused 5"
+    );
+    let pid = scene.procs[i].pid();
+    let temps = init_debris_of(pid);
+    assert_eq!(temps.len(), 1, "{temps:?}");
+    let public = std::fs::symlink_metadata(shm_path(&name)).expect("published");
+    let temp = std::fs::symlink_metadata(&temps[0]).expect("temporary name");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (public.ino(), public.nlink()),
+        (temp.ino(), 2),
+        "one file, two names"
+    );
+
+    scene.procs[i].kill9();
+    scene.procs[i].reap();
+    // The creator was the only holder: the next open finds the object dead.
+    match Region::open(&name) {
+        Err(Error::NotFound(_)) => {}
+        Ok(_) => panic!("opened an object whose only holder died"),
+        Err(e) => panic!("open: {e}"),
+    }
+    // Another test's global sweep may be destroying it concurrently (between marking
+    // it DESTROYING, which makes our open say NotFound, and unlinking): allow that
+    // sweep a bounded moment to finish.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (shm_exists(&name) || !init_debris_of(pid).is_empty()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!shm_exists(&name), "the public name is still there");
+    assert!(
+        init_debris_of(pid).is_empty(),
+        "the temporary name still pins the dead object's memory: {:?}",
+        init_debris_of(pid)
+    );
+}
+
+/// A folder of this process's open descriptors names the file `path`.
+fn fd_open_to(path: &std::path::Path) -> bool {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|e| e.ok())
+        .any(|e| std::fs::read_link(e.path()).is_ok_and(|target| target == path))
+}
+
+/// `admin::sweep` of an object whose name was replaced while the sweep waited for the
+/// old object's admin lock: the dead old object is destroyed, but its name belongs to
+/// the new object and is left alone, and the report says so. It used to say
+/// `unlinked: [name]`.
+#[test]
+fn sweep_does_not_report_unlinking_a_name_it_left_to_a_new_object() {
+    let name = unique(PREFIX, "sweep-replaced");
+    let mut scene = Scene::new(&[&name]);
+    // The creator stops after publishing, holding the object's admin lock.
+    let i = scene.add(Proc::test_child("child_p5_creator", "p5", &name, "5"));
+    assert_eq!(
+        scene.procs[i].expect_line("paused", START_TIMEOUT),
+        "paused 5"
+    );
+    let pid = scene.procs[i].pid();
+    let path = shm_path(&name);
+    assert!(!fd_open_to(&path), "this process has not opened it yet");
+    std::thread::scope(|s| {
+        let sweeper = s.spawn(|| admin::sweep(&name));
+        // The sweeper has opened the old object and waits for its admin lock.
+        poll("the sweeper's open", START_TIMEOUT, || {
+            fd_open_to(&path).then_some(())
+        });
+        // Forced removal (the lock is busy) and a new object under the name.
+        admin::remove(&name).expect("rm");
+        let new = Region::create(&name, 4096).expect("create the new object");
+        new.write(0, b"new").unwrap();
+        // The old object's only holder dies: the sweeper gets the lock.
+        scene.procs[i].kill9();
+        scene.procs[i].reap();
+        let rep = sweeper.join().expect("sweeper thread").expect("sweep");
+        // (0 if a concurrent `sweep_all`, of another test, took the lock first.)
+        assert!(rep.reclaimed_holders <= 1, "only the dead creator: {rep:?}");
+        assert!(
+            rep.unlinked.is_empty(),
+            "reports an unlink it did not do: {rep:?}"
+        );
+        let again = Region::open(&name).expect("the new object is intact");
+        let mut buf = [0u8; 3];
+        again.read(0, &mut buf).unwrap();
+        assert_eq!(&buf, b"new");
+        assert_eq!(again.info().refcount, 2);
+        drop(again);
+        drop(new);
+    });
+    assert!(!shm_exists(&name));
+    assert!(init_debris_of(pid).is_empty(), "{:?}", init_debris_of(pid));
+}
+
 // ---------------------------------------------------------------------------------
 // Fork: a handle belongs to the process that made it.
 

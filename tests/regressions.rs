@@ -1,4 +1,4 @@
-//! Regression tests for three bugs of a correctness review, each with real processes:
+//! Regression tests for bugs of correctness reviews, each with real processes:
 //!
 //! 1. Threads sharing one handle share its open file description, and an OFD lock does
 //!    not exclude them: two sweeps through one `Region` both reclaimed the same dead
@@ -9,6 +9,14 @@
 //! 3. Crash debris of another kind under a name blocked `open_or_create` with
 //!    `KindMismatch` (kind and payload are now checked only once the segment is known
 //!    to be live), while an open of a live object of another kind stays a typed error.
+//! 5. One `EMFILE` at the first use of /dev/shm was cached for the life of the
+//!    process: every later create and open failed.
+//! 6. A sweep could only wait out `Options::timeout` while a stopped process held the
+//!    admin lock; `sweep_within` and `try_sweep` answer within the caller's bound.
+//! 7. `PermissionDenied` from a failed open did not say who owns the file, with what
+//!    mode, or what would let the caller in.
+//! 8. A create larger than the free space of /dev/shm began reserving it before it
+//!    failed; it now fails first, and `NoSpace` says how much was asked and is free.
 //!
 //! Children are this test binary re-executed with `--exact <child fn>`; a `child_*`
 //! test returns at once unless `TALLY_TEST_ROLE` names its role. Children report
@@ -27,7 +35,7 @@ use tally::{Error, Kind, Options, Region, Ring};
 mod common;
 use common::{
     Guard, TAG, assert_err, assert_gone, child_command, child_role, remove_init_debris_of, say,
-    shm_exists, spawn_with_lines,
+    shm_exists, shm_path, spawn_with_lines,
 };
 
 /// Prefix of this file's object names.
@@ -572,4 +580,359 @@ fn producer_hand_over_never_loses_a_committed_message() {
     );
     drop(ring);
     assert_gone(&guard.name);
+}
+
+// --- 5. a failed open of the shm directory is not cached -------------------------------
+
+/// In a fresh process (the directory descriptor is opened once per process): the first
+/// create runs out of descriptors, the limit is raised, and the next create works.
+#[test]
+fn child_create_after_emfile() {
+    let Some(name) = child_name("emfile") else {
+        return;
+    };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid out pointer.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    // The lowest free descriptor number: with the soft limit there, no open succeeds.
+    // SAFETY: dup and close of descriptors this process owns.
+    let lowest = unsafe { libc::dup(0) };
+    assert!(lowest >= 0, "dup: {}", std::io::Error::last_os_error());
+    // SAFETY: closes the descriptor dup just made.
+    unsafe { libc::close(lowest) };
+    let low = libc::rlimit {
+        rlim_cur: lowest as libc::rlim_t,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit with a valid rlimit; the soft limit stays under the hard one.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+    let first = Region::create(&name, 4096).map(drop);
+    // SAFETY: as above, restoring the limit read at the start.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    match first {
+        Err(Error::Io { ref source, .. }) if source.raw_os_error() == Some(libc::EMFILE) => {}
+        other => panic!("create without descriptors: expected Io(EMFILE), got {other:?}"),
+    }
+    let r = Region::create(&name, 4096).expect("create once descriptors are free again");
+    r.write(0, b"ok").expect("write");
+    drop(r);
+    assert_gone(&name);
+    say("passed");
+}
+
+/// One `EMFILE` at the first use of /dev/shm used to be cached for the life of the
+/// process: every later create and open failed with "Too many open files".
+#[test]
+fn a_descriptor_shortage_at_first_use_does_not_fail_later_creates() {
+    let mut scene = Scene::new();
+    let name = scene.name("emfile");
+    let k = scene.spawn("child_create_after_emfile", "emfile", &name);
+    let (status, lines) = scene.kids[k].finish();
+    assert!(
+        status.success() && lines.last().map(String::as_str) == Some("passed"),
+        "the EMFILE scenario failed (its panic message is in stderr above): \
+         status {status:?}, said {lines:?}"
+    );
+    assert_gone(&name);
+}
+
+// --- 6. bounded sweeps while a stopped process holds the admin lock --------------------
+
+/// Takes the admin lock of segment `name` (an OFD lock on byte 0 of its file, as the
+/// library does: src/segment/layout.rs) and holds it until stdin closes.
+#[test]
+fn child_hold_admin_lock() {
+    let Some(name) = child_name("admin-lock") else {
+        return;
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(shm_path(&name))
+        .expect("open the segment file");
+    // SAFETY: flock is plain data; all-zero is valid.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = 0;
+    fl.l_len = 1;
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on an open descriptor with a valid, exclusively borrowed flock.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    assert_eq!(rc, 0, "lock: {}", std::io::Error::last_os_error());
+    say("locked");
+    block_until_stdin_closes();
+    drop(file);
+}
+
+/// A stopped process holding an object's admin lock must not make a quick check wait
+/// out `Options::timeout` (5 s): `try_sweep` answers "busy" at once and
+/// `sweep_within(bound)` returns `Timeout` within its bound, both changing nothing.
+#[test]
+fn bounded_sweeps_return_in_time_while_a_stopped_process_holds_the_admin_lock() {
+    let mut scene = Scene::new();
+    let name = scene.name("admin-stopped");
+    let region = Region::create(&name, 4096).expect("create");
+    let holder = tally::admin::Holder::open(&name, &Options::default()).expect("holder");
+    let k = scene.spawn("child_hold_admin_lock", "admin-lock", &name);
+    scene.kids[k].expect("locked");
+    let pid = scene.kids[k].pid() as libc::pid_t;
+    // SAFETY: kill(2) on our own unreaped child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let mut status = 0;
+    // SAFETY: waitpid on our own child with a valid out pointer; WUNTRACED reports the
+    // stop without reaping it.
+    let rc = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
+    assert!(
+        rc == pid && libc::WIFSTOPPED(status),
+        "not stopped: {status:#x}"
+    );
+
+    let t = Instant::now();
+    let busy = holder.try_sweep().expect("try_sweep");
+    let took = t.elapsed();
+    assert_eq!(busy, None, "the admin lock is held");
+    assert!(
+        took < Duration::from_millis(100),
+        "try_sweep waited {took:?}"
+    );
+
+    for bound in [
+        Duration::ZERO,
+        Duration::from_millis(10),
+        Duration::from_millis(50),
+    ] {
+        let t = Instant::now();
+        let e = err_of("sweep_within", holder.sweep_within(bound));
+        let took = t.elapsed();
+        assert!(matches!(e, Error::Timeout { .. }), "{bound:?}: {e:?}");
+        assert!(
+            took >= bound && took < bound + Duration::from_millis(100),
+            "sweep_within({bound:?}) took {took:?}"
+        );
+    }
+    assert_eq!(region.info().refcount, 2, "nothing changed");
+
+    // Once the lock is free again the same calls sweep.
+    // SAFETY: kill(2) on our own unreaped child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    scene.kids[k].stdin.take();
+    let (status, _) = scene.kids[k].finish();
+    assert!(status.success(), "lock holder: {status:?}");
+    let out = holder.try_sweep().expect("try_sweep").expect("lock free");
+    assert_eq!((out.reclaimed, out.live), (0, 2), "{out:?}");
+    let out = holder
+        .sweep_within(Duration::from_millis(10))
+        .expect("sweep_within");
+    assert_eq!((out.reclaimed, out.live), (0, 2), "{out:?}");
+    drop(holder);
+    drop(region);
+    assert_gone(&name);
+}
+
+// --- 7. permission errors say who owns the file and what to do ----------------------
+
+/// The user every test that needs another one acts as.
+const NOBODY: libc::uid_t = 65534;
+
+/// As user `nobody`: opens `name` (root's, mode 0600), then creates and opens an object
+/// of its own with mode 0400; reports each `PermissionDenied` reason.
+#[test]
+fn child_open_as_nobody() {
+    let Some((name, own)) = child_role("nobody") else {
+        return;
+    };
+    // SAFETY: setresgid/setresuid with plain ids; glibc applies them to every thread.
+    unsafe {
+        assert_eq!(libc::setresgid(NOBODY, NOBODY, NOBODY), 0);
+        assert_eq!(libc::setresuid(NOBODY, NOBODY, NOBODY), 0);
+    }
+    for (what, res) in [
+        ("open", Region::open(&name).map(drop)),
+        ("inspect", tally::admin::inspect(&name).map(drop)),
+    ] {
+        match res {
+            Err(e @ Error::PermissionDenied { .. }) => say(format_args!("{what} {e}")),
+            other => panic!("{what} of root's object: {other:?}"),
+        }
+    }
+    let opts = Options {
+        mode: 0o400,
+        ..Options::default()
+    };
+    let mine = Region::create_with(&own, 4096, &opts).expect("create with mode 0400");
+    match Region::open(&own) {
+        Err(e @ Error::PermissionDenied { .. }) => say(format_args!("own {e}")),
+        other => panic!("open of our own 0400 object: {:?}", other.map(drop)),
+    }
+    drop(mine);
+    assert_gone(&own);
+    say("passed");
+}
+
+/// `PermissionDenied` from a failed open used to say only "Permission denied (os error
+/// 13)"; it now names the file's owner uid and mode and what would let the caller in.
+#[test]
+fn permission_denied_names_the_owner_the_mode_and_a_way_out() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        eprintln!("skipped: acting as another user needs root");
+        return;
+    }
+    let mut scene = Scene::new();
+    let name = scene.name("perm");
+    let own = scene.name("perm-own");
+    let region = Region::create(&name, 4096).expect("create (mode 0600)");
+    let what = "child_open_as_nobody".to_owned();
+    let mut cmd = child_command(&what, "nobody", &name, &own);
+    let (mut child, lines) = spawn_with_lines(&mut cmd, Stdio::null(), Some(TAG), &what);
+    let status = common::wait_within(&mut child, START_TIMEOUT, &what);
+    let said: Vec<String> = lines.try_iter().collect();
+    assert!(
+        status.success() && said.last().map(String::as_str) == Some("passed"),
+        "the child failed (stderr above): {status:?}, said {said:?}"
+    );
+    for what in ["open", "inspect"] {
+        let line = said
+            .iter()
+            .find(|l| l.starts_with(&format!("{what} ")))
+            .unwrap_or_else(|| panic!("no {what} line in {said:?}"));
+        for part in [
+            name.as_str(),
+            "owned by uid 0",
+            "mode 0600",
+            "you are uid 65534",
+            "Options::allow_foreign_owner",
+            "ask its owner",
+        ] {
+            assert!(line.contains(part), "{what}: no {part:?} in {line:?}");
+        }
+    }
+    let line = said
+        .iter()
+        .find(|l| l.starts_with("own "))
+        .expect("own line");
+    for part in ["it is yours", "mode 0400", "Options::mode"] {
+        assert!(line.contains(part), "own: no {part:?} in {line:?}");
+    }
+    assert_eq!(region.info().refcount, 1, "no holder was added");
+    drop(region);
+    assert_gone(&name);
+}
+
+// --- 8. a create larger than the free space fails before it allocates -----------------
+
+static CREATE_STEPS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn count_steps(_step: u32) {
+    CREATE_STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// In a private mount namespace with an 8 MiB tmpfs on /dev/shm, 5 MiB of it used: a
+/// 4 MiB create (under the size of the file system, over its free space) must fail with
+/// `NoSpace` before it creates or reserves anything (no create step is reached).
+#[test]
+fn child_create_over_free_space() {
+    let Some(name) = child_name("small-shm") else {
+        return;
+    };
+    let c = |s: &str| std::ffi::CString::new(s).expect("C string");
+    // SAFETY: unshare and mount with valid NUL-terminated strings (or null where the
+    // call allows it); CLONE_NEWNS gives this thread a mount namespace of its own, so
+    // the tmpfs below is seen only here and vanishes with the process.
+    let rc = unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            -1
+        } else if libc::mount(
+            std::ptr::null(),
+            c("/").as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            -2
+        } else {
+            libc::mount(
+                c("tmpfs").as_ptr(),
+                c("/dev/shm").as_ptr(),
+                c("tmpfs").as_ptr(),
+                0,
+                c("size=8m,mode=1777").as_ptr().cast(),
+            )
+        }
+    };
+    if rc != 0 {
+        say(format_args!(
+            "skipped: private tmpfs ({rc}): {}",
+            std::io::Error::last_os_error()
+        ));
+        return;
+    }
+    let filler = std::fs::File::create("/dev/shm/filler").expect("filler");
+    filler.set_len(5 << 20).expect("size filler");
+    use std::os::unix::fs::FileExt;
+    filler
+        .write_all_at(&vec![1u8; 5 << 20], 0)
+        .expect("fill 5 MiB");
+    let vfs = rustix::fs::statvfs("/dev/shm").expect("statvfs");
+    let (free, total) = (vfs.f_bavail * vfs.f_frsize, vfs.f_blocks * vfs.f_frsize);
+    let len = 4usize << 20;
+    assert!(free < len as u64 && (len as u64) < total, "{free} {total}");
+
+    tally::__private::set_create_hook(count_steps);
+    let t = Instant::now();
+    let e = err_of("create over free space", Region::create(&name, len));
+    let took = t.elapsed();
+    let Error::NoSpace {
+        bytes, free: told, ..
+    } = e
+    else {
+        panic!("expected NoSpace, got {e:?}");
+    };
+    assert!(bytes >= len as u64 && told < bytes, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&bytes.to_string()) && msg.contains(&told.to_string()),
+        "the message must give both figures: {msg}"
+    );
+    assert_eq!(
+        CREATE_STEPS.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "it began building the segment before failing"
+    );
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n != "filler")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // And a create that fits still works.
+    let r = Region::create(&name, 1 << 20).expect("create 1 MiB");
+    drop(r);
+    say(format_args!("passed in {took:?}"));
+}
+
+#[test]
+fn create_over_the_free_space_fails_fast_with_both_figures() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        eprintln!("skipped: a private tmpfs needs root");
+        return;
+    }
+    let mut scene = Scene::new();
+    let name = scene.name("nospace");
+    let k = scene.spawn("child_create_over_free_space", "small-shm", &name);
+    let (status, lines) = scene.kids[k].finish();
+    eprintln!("child said {lines:?}");
+    if let Some(why) = lines.iter().find(|l| l.starts_with("skipped")) {
+        eprintln!("{why}");
+        return;
+    }
+    assert!(
+        status.success() && lines.last().is_some_and(|l| l.starts_with("passed")),
+        "the no-space scenario failed (stderr above): status {status:?}, said {lines:?}"
+    );
 }

@@ -847,8 +847,12 @@ fn create_larger_than_dev_shm_is_no_space() {
         Region::create(&shm.name, len as usize),
         Error::NoSpace { .. }
     );
-    if let Error::NoSpace { bytes, .. } = err {
-        assert!(bytes >= len);
+    if let Error::NoSpace { bytes, free, .. } = err {
+        assert!(bytes >= len && free < bytes, "{err}");
+        // The message says how much was asked for and how much is free.
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("asked for {bytes} bytes")), "{msg}");
+        assert!(msg.contains(&format!("{free} bytes free")), "{msg}");
     }
     assert!(!shm.path().exists());
     // The temporary file it was built in is gone too (only it could be this large).

@@ -11,6 +11,11 @@ pub(crate) fn names() -> Result<Vec<String>> {
         .collect())
 }
 
+/// The temporary files of segments being created, and of creators that died.
+pub(crate) fn creations() -> Result<Vec<Creation>> {
+    debris::creations()
+}
+
 /// Describes `name`.
 pub(crate) fn inspect(name: &str, opts: &Options) -> Result<SegmentInfo> {
     let os = os_name(name)?;
@@ -25,6 +30,7 @@ pub(crate) fn sweep(name: &str, opts: &Options, recover: Recover) -> Result<Swee
     let st = mapped.header().state.load(Ordering::Acquire);
     if st != state::READY {
         let unlinked = mapped.name_is_ours() && sys::unlink(&os).is_ok();
+        mapped.unlink_temp_names();
         return Ok(SweepOutcome {
             unlinked,
             ..Default::default()
@@ -32,8 +38,9 @@ pub(crate) fn sweep(name: &str, opts: &Options, recover: Recover) -> Result<Swee
     }
     let mut out = admin.sweep(None, recover);
     if out.live == 0 {
-        admin.destroy();
-        out.unlinked = true;
+        // The name may have been replaced by a new object since we opened it (a
+        // forced `rm` and a create): then it was not ours to unlink, and we did not.
+        out.unlinked = admin.destroy();
     }
     Ok(out)
 }

@@ -233,18 +233,45 @@ impl Segment {
     }
 
     /// Runs the sweep now: reclaims dead holders' slots and their object state.
+    /// Waits for the admin lock at most [`Options::timeout`] (5 s by default); use
+    /// [`sweep_within`](Self::sweep_within) or [`try_sweep`](Self::try_sweep) where a
+    /// caller has a tighter bound of its own.
     pub(crate) fn sweep(&self) -> Result<SweepOutcome> {
+        self.sweep_within(self.timeout)
+    }
+
+    /// Runs the sweep if the admin lock can be had within `timeout`, whatever
+    /// [`Options::timeout`] says: for checks with a deadline of their own, such as a
+    /// `recv_timeout(10 ms)` that finds its peer's liveness lock free, or a quick
+    /// `is_disconnected()`. A stopped (SIGSTOP) or slow process may hold the admin lock
+    /// for any time; this call then returns within about `timeout` (plus one sleep of at
+    /// most 2 ms), having changed nothing. `Duration::ZERO` tries once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] (`what`: "the segment's admin lock") if the lock stayed held
+    /// for `timeout`: another process is mid-way through an attach, detach or sweep, so
+    /// the caller knows nothing new and should treat its peer as alive for now (P4);
+    /// [`Error::Inherited`] in a forked child; [`Error::Io`] if the lock call fails.
+    pub(crate) fn sweep_within(&self, timeout: Duration) -> Result<SweepOutcome> {
         self.check_owner()?;
-        let admin = self.mapped.lock_admin(self.timeout)?;
+        let admin = self.mapped.lock_admin(timeout)?;
         Ok(admin.sweep(Some(self.slot), self.recover))
     }
 
-    /// Runs the sweep only if the admin lock is free now: never waits. `None` if it is
-    /// busy (another process is in an admin section, or stopped inside one).
-    pub(crate) fn try_sweep(&self) -> Option<SweepOutcome> {
-        self.check_owner().ok()?;
-        let admin = self.mapped.lock_admin(Duration::ZERO).ok()?;
-        Some(admin.sweep(Some(self.slot), self.recover))
+    /// Runs the sweep only if the admin lock is free right now; `Ok(None)` ("busy")
+    /// without waiting if another process or thread holds it. The non-blocking form of
+    /// [`sweep_within`](Self::sweep_within), for polls that must never block.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Inherited`] in a forked child; [`Error::Io`] if the lock call fails.
+    pub(crate) fn try_sweep(&self) -> Result<Option<SweepOutcome>> {
+        match self.sweep_within(Duration::ZERO) {
+            Ok(out) => Ok(Some(out)),
+            Err(Error::Timeout { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Describes the segment.
@@ -299,6 +326,7 @@ fn build_temp(
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed),
         unix_ms()
     );
+    check_space(name, layout.total_len as u64)?;
     let file = sys::create_exclusive(&temp, opts.mode).map_err(|e| Error::io("create", name, e))?;
     let cleanup = TempName(&temp);
     // Hold the admin lock of the temporary file while building it, so a concurrent
@@ -318,11 +346,9 @@ fn build_temp(
     }
     create_step(1);
     if let Err(e) = sys::reserve(&file, layout.total_len as u64) {
+        // Space may have gone between the check above and here.
         return Err(if e.raw_os_error() == Some(libc::ENOSPC) {
-            Error::NoSpace {
-                name: name.to_owned(),
-                bytes: layout.total_len as u64,
-            }
+            no_space(name, layout.total_len as u64)
         } else {
             Error::io("reserve", name, e)
         });
@@ -378,4 +404,30 @@ fn build_temp(
     let mapped = Mapped::from_file(name, &temp, file, opts)?;
     std::mem::forget(cleanup); // `create` owns the temporary name from here
     Ok((temp, mapped))
+}
+
+/// Fails fast with [`Error::NoSpace`] when the shared-memory file system has less free
+/// space than `bytes`, before any file exists: reserving more than is free would take
+/// long (the kernel allocates page by page before it gives up) or get the process
+/// killed where memory runs out first. A file system that reports no size, or whose
+/// size cannot be read, is left to `fallocate` to judge.
+fn check_space(name: &str, bytes: u64) -> Result<()> {
+    match sys::shm_free_bytes() {
+        Ok(Some(free)) if bytes > free => Err(Error::NoSpace {
+            name: name.to_owned(),
+            bytes,
+            free,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// [`Error::NoSpace`] for `bytes`, with the free space as the file system reports it now.
+fn no_space(name: &str, bytes: u64) -> Error {
+    let free = sys::shm_free_bytes().ok().flatten().unwrap_or(0);
+    Error::NoSpace {
+        name: name.to_owned(),
+        bytes,
+        free,
+    }
 }

@@ -10,7 +10,9 @@ pub struct SweepOutcome {
     pub reclaimed: u32,
     /// Live holders that remain (including the caller's own slot).
     pub live: u32,
-    /// Whether the segment had no live holder and was unlinked.
+    /// Whether this sweep unlinked the name: the segment had no live holder and the
+    /// name still referred to it. `false` when the name had meanwhile gone or been
+    /// replaced by a new object (which is left alone).
     pub unlinked: bool,
 }
 
@@ -102,6 +104,36 @@ pub struct RoleInfo {
     pub claims: u32,
     /// How the last holder left: `"closed"`, `"crashed"`, or `"none"` (held, or never).
     pub last_exit: &'static str,
+}
+
+/// A segment being created, or what a creator that died mid-create left behind: a
+/// temporary file `.tally-init.<pid>.<n>.<unix ms>` in /dev/shm, which no object name
+/// shows. What [`crate::admin::creations`] lists and `tally ls` prints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Creation {
+    /// The temporary file's name in the shared-memory directory.
+    pub temp_name: String,
+    /// The builder's pid, from the name (`None` if the name carries none).
+    pub builder_pid: Option<u32>,
+    /// Whether the builder is alive: a process holds the file's admin lock (which
+    /// the kernel drops when the builder dies), or the file is younger than the grace
+    /// a builder has to take that lock and its pid exists. For a file of another user
+    /// that cannot be opened, whether its pid exists.
+    pub builder_alive: bool,
+    /// The file's length: the size of the segment being built.
+    pub bytes: u64,
+    /// Bytes allocated to it so far (less than `bytes` while its pages are reserved).
+    pub allocated_bytes: u64,
+    /// Milliseconds since the builder started, from the name (`None` if it carries no
+    /// time).
+    pub age_ms: Option<u64>,
+    /// Whether the file also has another name: the builder published the object and
+    /// died before removing its temporary name. The object's own sweep (or its last
+    /// holder) removes that name too.
+    pub published: bool,
+    /// Whether [`crate::admin::sweep_all`] would remove it now (its builder is dead).
+    pub would_sweep: bool,
 }
 
 pub(super) fn state_name(s: u32) -> &'static str {

@@ -18,7 +18,7 @@ pub(crate) struct Mapped {
 impl Mapped {
     /// Opens and validates `name` as a tally segment of any kind.
     pub(super) fn open(name: &str, os_name: &str, opts: &Options) -> Result<Self> {
-        let file = sys::open_existing(os_name).map_err(|e| Error::io("open", name, e))?;
+        let file = sys::open_existing(os_name).map_err(|e| open_error(name, os_name, e))?;
         Self::from_file(name, os_name, file, opts)
     }
 
@@ -28,8 +28,10 @@ impl Mapped {
             return Err(Error::PermissionDenied {
                 name: name.to_owned(),
                 reason: format!(
-                    "owned by uid {} (you are {}); pass allow_foreign_owner to accept it",
+                    "owned by uid {} with mode {:04o} (you are uid {}); set \
+                     Options::allow_foreign_owner to accept it",
                     id.uid,
+                    id.mode,
                     sys::geteuid()
                 ),
             });
@@ -154,7 +156,8 @@ impl Mapped {
                     waited: start.elapsed(),
                 });
             }
-            std::thread::sleep(backoff);
+            // Never sleep past the caller's bound: a short `timeout` is a promise.
+            std::thread::sleep(backoff.min(timeout.saturating_sub(start.elapsed())));
             backoff = (backoff * 2).min(Duration::from_millis(2));
         }
     }
@@ -202,6 +205,28 @@ impl Mapped {
     /// An error probing counts as alive: never declare a death we cannot prove (P4).
     pub(super) fn slot_alive(&self, slot: u32) -> bool {
         sys::byte_locked_by_other(&self.file, holder_lock_byte(slot)).unwrap_or(true)
+    }
+
+    /// Removes the creation-time names (`.tally-init.*`) that still refer to this
+    /// segment's file. A creator killed between publishing its segment (`link`) and
+    /// unlinking the temporary name leaves that second name behind, and a file's memory
+    /// is freed only when its last name goes. Called under the admin lock: a live creator
+    /// holds the same lock from before it publishes until its temporary name is gone, so
+    /// a name found here is never one a live creator still uses. One `fstat`; the
+    /// directory is scanned only when the file has a second name.
+    pub(super) fn unlink_temp_names(&self) {
+        let Ok(id) = sys::fstat(&self.file) else {
+            return;
+        };
+        let published = self.name_is_ours();
+        if id.nlink <= u64::from(published) {
+            return;
+        }
+        for temp in sys::list_names(INIT_PREFIX).unwrap_or_default() {
+            if sys::stat_name(&temp).is_ok_and(|t| t.dev == id.dev && t.ino == id.ino) {
+                let _ = sys::unlink(&temp);
+            }
+        }
     }
 
     /// Whether `name` still refers to this segment's inode.
@@ -254,15 +279,19 @@ impl AdminGuard<'_> {
         out
     }
 
-    /// Marks the segment destroyed and unlinks its name if the name is still ours.
-    pub(super) fn destroy(&self) {
+    /// Marks the segment destroyed and unlinks its name if the name is still ours;
+    /// returns whether this call unlinked the public name (`false` when it had already
+    /// gone or been replaced by a new object, which is left alone). Also removes any
+    /// temporary name the segment still has, so that nothing pins its memory (P1).
+    pub(super) fn destroy(&self) -> bool {
         let h = self.seg.header();
+        let mut unlinked = false;
         if h.state.load(Ordering::Relaxed) == state::READY {
             h.state.store(state::DESTROYING, Ordering::Relaxed);
-            if self.seg.name_is_ours() {
-                let _ = sys::unlink(&self.seg.os_name);
-            }
+            unlinked = self.seg.name_is_ours() && sys::unlink(&self.seg.os_name).is_ok();
         }
+        self.seg.unlink_temp_names();
+        unlinked
     }
 
     /// Claims a free slot for the calling handle and takes its liveness lock.
@@ -311,4 +340,34 @@ pub(super) fn clear_record(rec: &HolderRecord) {
     rec.boot_id.store(0, Ordering::Relaxed);
     rec.attached_unix_ms.store(0, Ordering::Relaxed);
     rec.state.store(slot_state::FREE, Ordering::Release);
+}
+
+/// The error for a failed open of `os_name`. A permission error says who owns the file
+/// and with what mode, where the file can be looked at, and what would let the caller
+/// in; any other error is mapped as usual.
+pub(super) fn open_error(name: &str, os_name: &str, e: std::io::Error) -> Error {
+    let denied = matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM));
+    let Some(id) = denied.then(|| sys::stat_name(os_name).ok()).flatten() else {
+        return Error::io("open", name, e);
+    };
+    let me = sys::geteuid();
+    let hint = if id.uid == me {
+        format!(
+            "it is yours, but mode {:04o} does not let you read and write it: chmod it, or \
+             create it with an Options::mode that does (owner read and write, 0o600)",
+            id.mode
+        )
+    } else {
+        format!(
+            "it is owned by uid {} with mode {:04o} and you are uid {me}: ask its owner to \
+             create it with an Options::mode that lets you read and write it (or to chmod \
+             it), or run as uid {}; a segment of another owner is then accepted with \
+             Options::allow_foreign_owner",
+            id.uid, id.mode, id.uid
+        )
+    };
+    Error::PermissionDenied {
+        name: name.to_owned(),
+        reason: format!("open {}/{os_name}: {e}; {hint}", sys::SHM_DIR),
+    }
 }

@@ -199,5 +199,5 @@ pub use attach::set_create_hook;
 use debris::clear_abandoned;
 pub(crate) use debris::sweep_init_debris;
 use info::state_name;
-pub use info::{HolderInfo, RingInfo, RoleInfo, SegmentInfo, SweepOutcome};
+pub use info::{Creation, HolderInfo, RingInfo, RoleInfo, SegmentInfo, SweepOutcome};
 use mapped::{Mapped, clear_record};

@@ -18,19 +18,33 @@ use rustix::fs::{AtFlags, FallocateFlags, Mode, OFlags};
 pub const SHM_DIR: &str = "/dev/shm";
 
 fn shm_dir() -> io::Result<BorrowedFd<'static>> {
-    static DIR: OnceLock<Result<OwnedFd, i32>> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        rustix::fs::open(
-            SHM_DIR,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| e.raw_os_error())
-    });
-    match dir {
-        Ok(fd) => Ok(fd.as_fd()),
-        Err(code) => Err(io::Error::from_raw_os_error(*code)),
+    // Only success is cached: a failure (EMFILE, ENFILE, ENOMEM) is transient, and a
+    // cached one would fail every later create and open for the life of the process.
+    static DIR: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = DIR.get() {
+        return Ok(fd.as_fd());
     }
+    let fd = rustix::fs::open(
+        SHM_DIR,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    // A racing thread may have stored its descriptor first; ours is then closed here.
+    let _ = DIR.set(fd);
+    DIR.get()
+        .map(AsFd::as_fd)
+        .ok_or_else(|| io::Error::other("shared-memory directory descriptor not stored"))
+}
+
+/// Bytes free in the shared-memory file system for an unprivileged caller (`statvfs`:
+/// `f_bavail` × `f_frsize`). `None` when the file system reports no size (a tmpfs
+/// mounted without a limit), where free space means nothing.
+pub fn shm_free_bytes() -> io::Result<Option<u64>> {
+    let vfs = rustix::fs::fstatvfs(shm_dir()?)?;
+    if vfs.f_blocks == 0 {
+        return Ok(None);
+    }
+    Ok(Some(vfs.f_bavail.saturating_mul(vfs.f_frsize)))
 }
 
 /// Creates `name` exclusively (`O_CREAT|O_EXCL|O_NOFOLLOW`) with exactly `mode`.
@@ -97,6 +111,8 @@ pub struct FileId {
     pub len: u64,
     /// Bytes actually allocated (`st_blocks` × 512): less than `len` for a sparse file.
     pub allocated: u64,
+    /// Number of names (hard links) the file has.
+    pub nlink: u64,
 }
 
 fn file_id(st: &rustix::fs::Stat) -> FileId {
@@ -107,6 +123,8 @@ fn file_id(st: &rustix::fs::Stat) -> FileId {
         mode: st.st_mode & 0o7777,
         len: st.st_size as u64,
         allocated: st.st_blocks as u64 * 512,
+        #[allow(clippy::unnecessary_cast)] // u32 on some targets (aarch64)
+        nlink: st.st_nlink as u64,
     }
 }
 
