@@ -18,6 +18,8 @@ pub mod admin;
 mod error;
 #[cfg(not(loom))]
 mod message;
+#[cfg(not(loom))]
+mod mpmc;
 mod objects;
 #[cfg(not(loom))]
 mod ring;
@@ -38,6 +40,11 @@ pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use message::{Field, Message, Schema};
 #[cfg(not(loom))]
+pub use mpmc::{
+    MpmcByteConsumer, MpmcByteProducer, MpmcByteReadSlot, MpmcByteRing, MpmcByteWriteSlot,
+    MpmcConsumer, MpmcProducer, MpmcReadSlot, MpmcRing, MpmcWriteSlot,
+};
+#[cfg(not(loom))]
 pub use objects::region::Region;
 #[cfg(not(loom))]
 pub use ring::{
@@ -47,7 +54,9 @@ pub use ring::{
     TrySendError, WriteBatch, WriteSlot,
 };
 #[cfg(not(loom))]
-pub use segment::{HolderInfo, Kind, Options, RingInfo, RoleInfo, SegmentInfo, SweepOutcome};
+pub use segment::{
+    ClaimInfo, HolderInfo, Kind, Options, RingInfo, RoleInfo, SegmentInfo, SweepOutcome,
+};
 /// `#[derive(tally::Message)]`: see the [`Message`](trait@Message) trait.
 #[cfg(all(feature = "derive", not(loom)))]
 pub use tally_derive::Message;

@@ -2,6 +2,7 @@
 //! recovery routines. The one OS call made from here is the futex wake on the ring's
 //! cold path (a sleeper exists); sleeping and liveness probes live in the handle layer.
 
+pub(crate) mod mpmc;
 #[cfg(not(loom))]
 pub(crate) mod region;
 pub(crate) mod ring;
@@ -24,6 +25,14 @@ pub(crate) fn recover_any(kind: u32, mem: ObjectMem, slot: u32) {
                 ring::recover(&view, slot);
             }
         }
+        Kind::MpmcRing | Kind::MpmcByteRing => {
+            // SAFETY: the segment layer hands us its mapped, 128-aligned object area.
+            if let Ok(geo) = unsafe { mpmc::read_geometry(mem.ptr, mem.len) } {
+                // SAFETY: geometry validated against the area's length just above.
+                let view = unsafe { mpmc::MpmcView::new(mem.ptr, geo) };
+                view.recover(slot);
+            }
+        }
         Kind::Unknown(_) => {}
     }
 }
@@ -39,6 +48,13 @@ pub(crate) fn ring_info(kind: u32, mem: ObjectMem) -> Option<crate::segment::Rin
             // SAFETY: geometry validated against the area's length just above.
             let view = unsafe { ring::RingView::new(mem.ptr, geo) };
             Some(ring::describe(&view))
+        }
+        Kind::MpmcRing | Kind::MpmcByteRing => {
+            // SAFETY: as above.
+            let geo = unsafe { mpmc::read_geometry(mem.ptr, mem.len) }.ok()?;
+            // SAFETY: as above.
+            let view = unsafe { mpmc::MpmcView::new(mem.ptr, geo) };
+            Some(view.describe())
         }
         _ => None,
     }

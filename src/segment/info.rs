@@ -88,10 +88,37 @@ pub struct RingInfo {
     pub head: u64,
     /// Committed messages waiting from `head` on (the fill).
     pub committed: u64,
-    /// The producer role.
+    /// The producer role (SPSC rings; for MPMC rings only `claims`, the handles ever
+    /// made, is set).
     pub producer: RoleInfo,
-    /// The consumer role.
+    /// The consumer role (as `producer`).
     pub consumer: RoleInfo,
+    /// Producer handles attached now (MPMC: counted per holder; SPSC: 0 or 1).
+    pub producer_handles: u32,
+    /// Consumer handles attached now.
+    pub consumer_handles: u32,
+    /// MPMC: positions claimed and not yet committed or released, with their holder.
+    /// A claim whose holder is dead (see [`SegmentInfo::holders`]) is skipped or
+    /// redelivered by the next sweep, or by the peer it blocks.
+    pub claims: Vec<ClaimInfo>,
+    /// MPMC: positions skipped because their writer died, over the ring's life.
+    pub skipped: u64,
+    /// MPMC: messages delivered again because their reader died or gave them back.
+    pub redelivered: u64,
+    /// MPMC: messages waiting to be redelivered now.
+    pub orphans: u32,
+}
+
+/// A position of an MPMC ring claimed by a handle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClaimInfo {
+    /// The position (modulo 2^44).
+    pub position: u64,
+    /// `true`: claimed for writing (not yet committed); `false`: held for reading.
+    pub writing: bool,
+    /// The holder-table slot of the claiming handle.
+    pub holder_slot: u32,
 }
 
 /// Who holds a role of an object, and how its last holder left.

@@ -61,6 +61,10 @@ pub enum Kind {
     SpscRing,
     /// A single-producer single-consumer ring of byte messages ([`crate::ByteRing`]).
     ByteRing,
+    /// A multi-producer multi-consumer ring of typed messages ([`crate::MpmcRing`]).
+    MpmcRing,
+    /// A multi-producer multi-consumer ring of byte messages ([`crate::MpmcByteRing`]).
+    MpmcByteRing,
     /// A tag this build does not know.
     Unknown(u32),
 }
@@ -71,6 +75,8 @@ impl Kind {
             Kind::Bytes => 1,
             Kind::SpscRing => 2,
             Kind::ByteRing => 3,
+            Kind::MpmcRing => 4,
+            Kind::MpmcByteRing => 5,
             Kind::Unknown(t) => t,
         }
     }
@@ -80,6 +86,8 @@ impl Kind {
             1 => Kind::Bytes,
             2 => Kind::SpscRing,
             3 => Kind::ByteRing,
+            4 => Kind::MpmcRing,
+            5 => Kind::MpmcByteRing,
             t => Kind::Unknown(t),
         }
     }
@@ -90,6 +98,8 @@ impl Kind {
             Kind::Bytes => "bytes",
             Kind::SpscRing => "spsc-ring",
             Kind::ByteRing => "byte-ring",
+            Kind::MpmcRing => "mpmc-ring",
+            Kind::MpmcByteRing => "mpmc-byte-ring",
             Kind::Unknown(_) => "unknown",
         }
     }
@@ -199,5 +209,5 @@ pub use attach::set_create_hook;
 use debris::clear_abandoned;
 pub(crate) use debris::sweep_init_debris;
 use info::state_name;
-pub use info::{Creation, HolderInfo, RingInfo, RoleInfo, SegmentInfo, SweepOutcome};
+pub use info::{ClaimInfo, Creation, HolderInfo, RingInfo, RoleInfo, SegmentInfo, SweepOutcome};
 use mapped::{Mapped, clear_record};

@@ -11,6 +11,7 @@
 
 use std::fmt::Display;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -259,5 +260,131 @@ pub fn wait_within(child: &mut Child, timeout: Duration, what: &str) -> ExitStat
             "{what} did not exit within {timeout:?}"
         );
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+// --- a child process that runs one `child_*` test ----------------------------------
+
+/// A child process running one `child_*` test. Dropping it SIGKILLs and reaps it.
+pub struct Kid {
+    pub role: &'static str,
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    reaped: bool,
+}
+
+impl Kid {
+    /// Re-executes this test binary to run the test `role` against ring `name`.
+    pub fn spawn(role: &'static str, name: &str, arg: u64) -> Kid {
+        let mut cmd = child_command(role, role, name, &arg.to_string());
+        let what = format!("child {role}");
+        let (child, lines) = spawn_with_lines(&mut cmd, Stdio::null(), Some(TAG), &what);
+        Kid {
+            role,
+            child,
+            lines,
+            reaped: false,
+        }
+    }
+
+    /// Waits for the child's next progress line starting with `word` and returns the
+    /// rest of it, trimmed. Panics if the child exits first or `timeout` passes.
+    pub fn expect(&mut self, word: &str, timeout: Duration) -> String {
+        let found = first_line(&self.lines, timeout, |line| {
+            line.strip_prefix(word).map(|rest| rest.trim().to_owned())
+        });
+        match found {
+            Ok(rest) => rest,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                "child {} printed no {word:?} line within {timeout:?}",
+                self.role
+            ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = self.child.wait();
+                self.reaped = true;
+                panic!(
+                    "child {} exited ({status:?}) before printing {word:?}",
+                    self.role
+                );
+            }
+        }
+    }
+
+    /// SIGSTOPs the child and polls until the kernel shows it stopped.
+    pub fn stop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: as in `kill`: our own unreaped child.
+        let rc = unsafe { libc::kill(pid, libc::SIGSTOP) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, SIGSTOP): {}",
+            std::io::Error::last_os_error()
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("child stat");
+            let state = stat[stat.rfind(')').expect("stat comm") + 1..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            if state == "T" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "child {pid} never stopped (state {state})"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// SIGKILLs the child and reaps it; returns when the kill was sent.
+    pub fn kill(&mut self) -> Instant {
+        assert!(!self.reaped, "child {} already reaped", self.role);
+        let pid = self.child.id() as libc::pid_t;
+        let sent = Instant::now();
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped
+        // child, so it cannot have been reused by another process.
+        let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, SIGKILL): {}",
+            std::io::Error::last_os_error()
+        );
+        let status = self.child.wait().expect("wait for the killed child");
+        self.reaped = true;
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "child {} should have died of SIGKILL, ended with {status:?}",
+            self.role
+        );
+        sent
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // SAFETY: as in `kill`: our own unreaped child.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// In a child started for `role`: the object name and the numeric argument. `None` in
+/// every other process (the `child_*` test then passes at once).
+pub fn child_args(role: &str) -> Option<(String, u64)> {
+    let (name, arg) = child_role(role)?;
+    Some((name, arg.parse().expect("numeric child argument")))
+}
+
+/// Blocks the child until it is killed.
+pub fn hang() -> ! {
+    loop {
+        std::thread::park();
     }
 }

@@ -417,7 +417,13 @@ pub(crate) fn describe(view: &RingView) -> crate::segment::RingInfo {
         },
         head,
         committed: view.committed_frontier().wrapping_sub(head),
+        producer_handles: hdr.ctl.producer.load().holder_slot().is_some() as u32,
+        consumer_handles: hdr.ctl.consumer.load().holder_slot().is_some() as u32,
         producer: role(&hdr.ctl.producer),
         consumer: role(&hdr.ctl.consumer),
+        claims: Vec::new(),
+        skipped: 0,
+        redelivered: 0,
+        orphans: 0,
     }
 }
