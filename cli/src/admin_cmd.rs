@@ -4,7 +4,10 @@ use std::io::{BufRead, Write};
 
 use serde_json::{Value, json};
 use tally::admin::{self, Holder};
-use tally::{Options, Region, Result, SegmentInfo};
+use tally::{Kind, Options, Region, Result, SegmentInfo};
+
+use crate::Failure;
+use crate::human;
 
 fn holders_json(info: &SegmentInfo) -> Value {
     info.holders
@@ -59,7 +62,87 @@ fn read_opts() -> Options {
     }
 }
 
-pub fn ls(json: bool) -> Result<()> {
+/// What to do about a name that holds something `inspect` cannot read, if there is
+/// an obvious answer: a file that is not a tally segment at all (bad magic, shorter
+/// than the header) is in the way of the name and nothing else.
+fn unreadable_hint(name: &str, e: &tally::Error) -> Option<String> {
+    match e {
+        tally::Error::Corrupted { detail, .. }
+            if detail.starts_with("bad magic") || detail.contains("shorter than") =>
+        {
+            Some(format!("not a tally object; tally rm {name} removes it"))
+        }
+        _ => None,
+    }
+}
+
+/// Temporary file prefix of a segment being built (`.tally-init.<pid>.<n>.<unix ms>`).
+const INIT_PREFIX: &str = ".tally-init.";
+
+/// One segment being created, or left half-made by a creator that died; the fields
+/// of the library's `admin::Creation`.
+struct Creation {
+    temp_name: String,
+    builder_pid: u32,
+    builder_alive: bool,
+    bytes: u64,
+    age_ms: u64,
+    removable: bool,
+}
+
+/// Every temporary segment in /dev/shm, by the naming convention the library's
+/// builder uses. When `tally::admin::creations()` is in this branch, this function
+/// becomes a call to it.
+fn creations() -> Vec<Creation> {
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return Vec::new();
+    };
+    let now = human::now_unix_ms();
+    let mut out: Vec<Creation> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let temp_name = e.file_name().into_string().ok()?;
+            let mut parts = temp_name.strip_prefix(INIT_PREFIX)?.split('.');
+            let builder_pid = parts.next()?.parse::<u32>().ok()?;
+            let born = parts.nth(1).and_then(|m| m.parse::<u64>().ok());
+            let bytes = e.metadata().map_or(0, |m| m.len());
+            let builder_alive = tally::__private::pid_exists(builder_pid);
+            Some(Creation {
+                temp_name,
+                builder_pid,
+                builder_alive,
+                bytes,
+                age_ms: born.map_or(0, |b| now.saturating_sub(b)),
+                removable: !builder_alive,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.temp_name.cmp(&b.temp_name));
+    out
+}
+
+fn creation_json(c: &Creation) -> Value {
+    json!({
+        "name": c.temp_name,
+        "kind": "creation",
+        "state": if c.builder_alive { "creating" } else { "debris" },
+        "builder_pid": c.builder_pid,
+        "builder_alive": c.builder_alive,
+        "bytes": c.bytes,
+        "age_ms": c.age_ms,
+        "removable": c.removable,
+    })
+}
+
+fn creation_note(c: &Creation) -> String {
+    if c.builder_alive {
+        format!("(creating, pid {})", c.builder_pid)
+    } else {
+        "(debris of a dead create; tally sweep removes it)".to_owned()
+    }
+}
+
+pub fn ls(json: bool) -> std::result::Result<(), Failure> {
     let mut rows = Vec::new();
     let mut unreadable = Vec::new();
     for name in admin::list()? {
@@ -67,62 +150,111 @@ pub fn ls(json: bool) -> Result<()> {
             Ok(info) => rows.push(info),
             // Unlinked between listing and reading.
             Err(tally::Error::NotFound(_)) => {}
-            Err(e) => unreadable.push((name, e.to_string())),
+            Err(e) => {
+                let hint = unreadable_hint(&name, &e);
+                unreadable.push((name, e.to_string(), hint));
+            }
         }
     }
+    let creating = creations();
     if json {
         let mut arr: Vec<Value> = rows.iter().map(info_json).collect();
-        arr.extend(
-            unreadable
-                .iter()
-                .map(|(name, err)| json!({"name": name, "kind": "unreadable", "error": err})),
-        );
+        arr.extend(unreadable.iter().map(|(name, err, hint)| {
+            json!({"name": name, "kind": "unreadable", "error": err, "hint": hint})
+        }));
+        arr.extend(creating.iter().map(creation_json));
         print_json(&Value::Array(arr));
         return Ok(());
     }
     println!(
-        "{:<32} {:<10} {:>12} {:>8} {:>5} {:>5}",
+        "{:<32} {:<10} {:>10} {:>8} {:>5} {:>5}",
         "NAME", "KIND", "SIZE", "REFCOUNT", "LIVE", "DEAD"
     );
     for info in &rows {
         let live = info.holders.iter().filter(|h| h.alive).count();
         println!(
-            "{:<32} {:<10} {:>12} {:>8} {:>5} {:>5}",
+            "{:<32} {:<10} {:>10} {:>8} {:>5} {:>5}",
             info.name,
             info.kind.as_str(),
-            info.size_bytes,
+            human::size(info.size_bytes),
             info.refcount,
             live,
             info.holders.len() - live
         );
     }
-    for (name, err) in &unreadable {
-        println!("{name:<32} unreadable: {err}");
+    for (name, err, hint) in &unreadable {
+        match hint {
+            Some(h) => println!("{name:<32} unreadable: {err} ({h})"),
+            None => println!("{name:<32} unreadable: {err}"),
+        }
+    }
+    for c in &creating {
+        println!(
+            "{:<32} {:<10} {:>10}   {}, {} old",
+            c.temp_name,
+            "creation",
+            human::size(c.bytes),
+            creation_note(c),
+            human::duration_ms(c.age_ms)
+        );
     }
     Ok(())
 }
 
-pub fn inspect(name: &str, json: bool) -> Result<()> {
-    let info = admin::inspect_with(name, &read_opts())?;
+/// The ring part of `inspect`: capacity, fill, and which holder has which role.
+/// `SegmentInfo` does not describe a ring's state yet; when it gains
+/// `ring: Option<RingInfo>`, this function prints it.
+fn ring_lines(info: &SegmentInfo) -> Vec<String> {
+    if info.kind != Kind::SpscRing {
+        return Vec::new();
+    }
+    vec![format!(
+        "ring:        {} B messages of {}; capacity, fill and roles not reported by this library",
+        info.payload_size, info.payload_type
+    )]
+}
+
+/// The role (producer, consumer) the holder in `slot` has, where the library says.
+fn role_of(_info: &SegmentInfo, _slot: u32) -> Option<&'static str> {
+    None
+}
+
+pub fn inspect(name: &str, json: bool) -> std::result::Result<(), Failure> {
+    let info =
+        admin::inspect_with(name, &read_opts()).map_err(|e| match unreadable_hint(name, &e) {
+            Some(hint) => Failure::Failed(format!("{e}; {hint}")),
+            None => Failure::from(e),
+        })?;
     if json {
         print_json(&info_json(&info));
         return Ok(());
     }
+    let now = human::now_unix_ms();
     println!("name:        {}", info.name);
     println!("kind:        {}", info.kind);
     println!("state:       {}", info.state);
     println!(
-        "size:        {} bytes ({} in the object)",
-        info.size_bytes, info.object_bytes
+        "size:        {} ({} bytes; {} in the object)",
+        human::size(info.size_bytes),
+        info.size_bytes,
+        human::size(info.object_bytes)
     );
+    match info.payload_size {
+        0 => println!("payload:     {}", info.payload_type),
+        n => println!(
+            "payload:     {} ({})",
+            info.payload_type,
+            human::size(u64::from(n))
+        ),
+    }
+    for line in ring_lines(&info) {
+        println!("{line}");
+    }
+    println!("owner:       uid {}, mode {:o}", info.owner_uid, info.mode);
     println!(
-        "payload:     {} ({} bytes)",
-        info.payload_type, info.payload_size
-    );
-    println!("owner:       uid {} mode {:o}", info.owner_uid, info.mode);
-    println!(
-        "created by:  pid {} at {} ms",
-        info.creator_pid, info.created_unix_ms
+        "created:     {} by pid {}",
+        human::time(info.created_unix_ms, now),
+        info.creator_pid
     );
     println!("refcount:    {}", info.refcount);
     println!("reclaimed:   {} dead holders so far", info.reclaimed_total);
@@ -132,21 +264,23 @@ pub fn inspect(name: &str, json: bool) -> Result<()> {
         info.table_capacity
     );
     for h in &info.holders {
+        let role = role_of(&info, h.slot).map_or(String::new(), |r| format!("  {r}"));
         println!(
-            "  slot {:>4}  pid {:>8}  {}",
+            "  slot {:>4}  pid {:>8}  {:<20}  attached {}{role}",
             h.slot,
             h.pid,
             if h.alive {
                 "alive"
             } else {
                 "dead (not yet swept)"
-            }
+            },
+            human::time(h.attached_unix_ms, now),
         );
     }
     Ok(())
 }
 
-pub fn sweep(name: Option<&str>, json: bool) -> Result<()> {
+pub fn sweep(name: Option<&str>, json: bool) -> std::result::Result<(), Failure> {
     let report = match name {
         Some(n) => admin::sweep(n)?,
         None => admin::sweep_all()?,
@@ -181,7 +315,15 @@ pub fn sweep(name: Option<&str>, json: bool) -> Result<()> {
             println!("could not sweep {n}: {e}");
         }
     }
-    Ok(())
+    if report.errors.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = report.errors.iter().map(|(n, _)| n.as_str()).collect();
+    Err(Failure::Failed(format!(
+        "could not sweep {} object(s): {}",
+        names.len(),
+        names.join(", ")
+    )))
 }
 
 pub fn rm(name: &str, json: bool) -> Result<()> {
@@ -200,7 +342,12 @@ enum Held {
     Bytes(#[allow(dead_code)] Region),
 }
 
-pub fn hold(name: &str, create_bytes: Option<usize>, allow_foreign_owner: bool) -> Result<()> {
+pub fn hold(
+    name: &str,
+    create_bytes: Option<usize>,
+    allow_foreign_owner: bool,
+    until_signal: bool,
+) -> Result<()> {
     // Block the termination signals before any thread starts, so they are taken
     // synchronously below and the handle is dropped (detached) on the way out.
     tally::__private::block_termination_signals()
@@ -219,15 +366,19 @@ pub fn hold(name: &str, create_bytes: Option<usize>, allow_foreign_owner: bool) 
         let sig = tally::__private::wait_termination_signal();
         let _ = tx.send(if sig == 2 { "SIGINT" } else { "signal" });
     });
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let stdin = std::io::stdin();
-        let mut lock = stdin.lock();
-        while matches!(lock.read_line(&mut line), Ok(n) if n > 0) {
-            line.clear();
-        }
-        let _ = tx2.send("end of stdin");
-    });
+    if !until_signal {
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let stdin = std::io::stdin();
+            let mut lock = stdin.lock();
+            while matches!(lock.read_line(&mut line), Ok(n) if n > 0) {
+                line.clear();
+            }
+            let _ = tx2.send("end of stdin");
+        });
+    } else {
+        drop(tx2);
+    }
     // A reader that went away must not make us panic: keep holding until told to stop.
     let mut out = std::io::stdout();
     let _ = writeln!(out, "ready").and_then(|()| out.flush());
