@@ -597,13 +597,30 @@ fn hold_until_signal_ignores_stdin_and_detaches_on_sigterm() {
     );
 }
 
-/// Removes a file of /dev/shm on drop.
-struct ShmFile(PathBuf);
+/// A file of /dev/shm, removed on drop, with a write lock on all its bytes through
+/// `_lock` so a concurrent `tally sweep` (of any test on this machine) leaves it alone:
+/// the sweep removes a temporary file only once it can lock it.
+struct ShmFile {
+    path: PathBuf,
+    _lock: std::fs::File,
+}
 
 impl Drop for ShmFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Takes an open-file-description write lock on the whole of `file`.
+fn lock_whole(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero `flock` is a valid value of this plain C struct.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    // SAFETY: `fl` is a valid flock for the duration of the call; the fd is open.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    assert_eq!(rc, 0, "lock {file:?}: {}", std::io::Error::last_os_error());
 }
 
 /// A temporary segment file as the library's builder names it.
@@ -617,19 +634,23 @@ fn fake_creation(pid: u32, bytes: usize) -> ShmFile {
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = PathBuf::from(format!("/dev/shm/.tally-init.{pid}.{n}.{now_ms}"));
     std::fs::write(&path, vec![0u8; bytes]).unwrap();
-    ShmFile(path)
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    lock_whole(&file);
+    ShmFile { path, _lock: file }
 }
 
 #[test]
 fn ls_shows_creations_and_their_debris() {
-    // The global sweep of another test would remove the dead builder's file.
-    let _serial = sweep_lock();
     let mut dead = Command::new("true").spawn().expect("spawn true");
     let dead_pid = dead.id();
     dead.wait().unwrap();
     let creating = fake_creation(std::process::id(), 4096);
     let debris = fake_creation(dead_pid, 8192);
-    let temp = |f: &ShmFile| f.0.file_name().unwrap().to_str().unwrap().to_owned();
+    let temp = |f: &ShmFile| f.path.file_name().unwrap().to_str().unwrap().to_owned();
     let (creating_name, debris_name) = (temp(&creating), temp(&debris));
 
     let arr = tally_json(&["ls", "--json"]);
