@@ -3,8 +3,11 @@
 use std::io::{BufRead, Write};
 
 use serde_json::{Value, json};
-use tally::admin::{self, Holder};
-use tally::{Options, Region, Result, SegmentInfo};
+use tally::admin::{self, Creation, Holder};
+use tally::{Kind, Options, Region, Result, SegmentInfo};
+
+use crate::Failure;
+use crate::human;
 
 fn holders_json(info: &SegmentInfo) -> Value {
     info.holders
@@ -42,6 +45,36 @@ fn info_json(info: &SegmentInfo) -> Value {
         "creator_pid": info.creator_pid,
         "created_unix_ms": info.created_unix_ms,
         "reclaimed_total": info.reclaimed_total,
+        "ring": info.ring.as_ref().map(ring_json),
+    })
+}
+
+fn ring_json(r: &tally::RingInfo) -> Value {
+    let role = |role: &tally::RoleInfo| {
+        json!({
+            "holder_slot": role.holder_slot,
+            "claims": role.claims,
+            "last_exit": role.last_exit,
+        })
+    };
+    json!({
+        "capacity": r.capacity,
+        "slot_bytes": r.slot_bytes,
+        "max_message": r.max_message,
+        "head": r.head,
+        "committed": r.committed,
+        "producer": role(&r.producer),
+        "consumer": role(&r.consumer),
+        "producer_handles": r.producer_handles,
+        "consumer_handles": r.consumer_handles,
+        "claims": r.claims.iter().map(|c| json!({
+            "position": c.position,
+            "writing": c.writing,
+            "holder_slot": c.holder_slot,
+        })).collect::<Vec<_>>(),
+        "skipped": r.skipped,
+        "redelivered": r.redelivered,
+        "orphans": r.orphans,
     })
 }
 
@@ -60,7 +93,55 @@ fn read_opts() -> Options {
     }
 }
 
-pub fn ls(json: bool) -> Result<()> {
+/// What to do about a name that holds something `inspect` cannot read, if there is
+/// an obvious answer: a file that is not a tally segment at all (bad magic, shorter
+/// than the header) is in the way of the name and nothing else.
+fn unreadable_hint(name: &str, e: &tally::Error) -> Option<String> {
+    match e {
+        tally::Error::Corrupted { detail, .. }
+            if detail.starts_with("bad magic") || detail.contains("shorter than") =>
+        {
+            Some(format!("not a tally object; tally rm {name} removes it"))
+        }
+        _ => None,
+    }
+}
+
+/// Segments being created, and creation debris, as the library sees them (a listing
+/// error shows as none: `ls` reports the objects it can read either way).
+fn creations() -> Vec<Creation> {
+    let mut out = admin::creations().unwrap_or_default();
+    out.sort_by(|a, b| a.temp_name.cmp(&b.temp_name));
+    out
+}
+
+fn creation_json(c: &Creation) -> Value {
+    json!({
+        "name": c.temp_name,
+        "kind": "creation",
+        "state": if c.builder_alive { "creating" } else { "debris" },
+        "builder_pid": c.builder_pid,
+        "builder_alive": c.builder_alive,
+        "bytes": c.bytes,
+        "allocated_bytes": c.allocated_bytes,
+        "age_ms": c.age_ms,
+        "published": c.published,
+        "removable": c.would_sweep,
+    })
+}
+
+fn creation_note(c: &Creation) -> String {
+    if c.builder_alive {
+        match c.builder_pid {
+            Some(pid) => format!("(creating, pid {pid})"),
+            None => "(creating)".to_owned(),
+        }
+    } else {
+        "(debris of a dead create; tally sweep removes it)".to_owned()
+    }
+}
+
+pub fn ls(json: bool) -> std::result::Result<(), Failure> {
     let mut rows = Vec::new();
     let mut unreadable = Vec::new();
     for name in admin::list()? {
@@ -68,58 +149,160 @@ pub fn ls(json: bool) -> Result<()> {
             Ok(info) => rows.push(info),
             // Unlinked between listing and reading.
             Err(tally::Error::NotFound(_)) => {}
-            Err(e) => unreadable.push((name, e.to_string())),
+            Err(e) => {
+                let hint = unreadable_hint(&name, &e);
+                unreadable.push((name, e.to_string(), hint));
+            }
         }
     }
+    let creating = creations();
     if json {
         let mut arr: Vec<Value> = rows.iter().map(info_json).collect();
-        arr.extend(
-            unreadable
-                .iter()
-                .map(|(name, err)| json!({"name": name, "kind": "unreadable", "error": err})),
-        );
+        arr.extend(unreadable.iter().map(|(name, err, hint)| {
+            json!({"name": name, "kind": "unreadable", "error": err, "hint": hint})
+        }));
+        arr.extend(creating.iter().map(creation_json));
         print_json(&Value::Array(arr));
         return Ok(());
     }
     println!(
-        "{:<32} {:<10} {:>12} {:>8} {:>5} {:>5}",
+        "{:<32} {:<10} {:>10} {:>8} {:>5} {:>5}",
         "NAME", "KIND", "SIZE", "REFCOUNT", "LIVE", "DEAD"
     );
     for info in &rows {
         let live = info.holders.iter().filter(|h| h.alive).count();
         println!(
-            "{:<32} {:<10} {:>12} {:>8} {:>5} {:>5}",
+            "{:<32} {:<10} {:>10} {:>8} {:>5} {:>5}",
             info.name,
             info.kind.as_str(),
-            info.size_bytes,
+            human::size(info.size_bytes),
             info.refcount,
             live,
             info.holders.len() - live
         );
     }
-    for (name, err) in &unreadable {
-        println!("{name:<32} unreadable: {err}");
+    for (name, err, hint) in &unreadable {
+        match hint {
+            Some(h) => println!("{name:<32} unreadable: {err} ({h})"),
+            None => println!("{name:<32} unreadable: {err}"),
+        }
+    }
+    for c in &creating {
+        println!(
+            "{:<32} {:<10} {:>10}   {}, {} old",
+            c.temp_name,
+            "creation",
+            human::size(c.bytes),
+            creation_note(c),
+            c.age_ms.map_or("?".to_owned(), human::duration_ms)
+        );
     }
     Ok(())
 }
 
-pub fn inspect(name: &str, json: bool) -> Result<()> {
-    let info = admin::inspect_with(name, &read_opts())?;
+/// The ring part of `inspect`: capacity, fill, and which holder has which role.
+/// `SegmentInfo` does not describe a ring's state yet; when it gains
+/// `ring: Option<RingInfo>`, this function prints it.
+fn ring_lines(info: &SegmentInfo) -> Vec<String> {
+    let Some(r) = &info.ring else {
+        return Vec::new();
+    };
+    let mut lines = vec![format!(
+        "ring:        {} slots of {} ({} payload bytes), {} waiting ({:.0}% full)",
+        r.capacity,
+        human::size(r.slot_bytes),
+        r.max_message,
+        r.committed,
+        100.0 * r.committed as f64 / r.capacity.max(1) as f64
+    )];
+    match info.kind {
+        Kind::MpmcRing | Kind::MpmcByteRing => {
+            lines.push(format!(
+                "handles:     {} producers, {} consumers attached",
+                r.producer_handles, r.consumer_handles
+            ));
+            let alive = |slot: u32| info.holders.iter().any(|h| h.slot == slot && h.alive);
+            for c in &r.claims {
+                lines.push(format!(
+                    "claim:       position {} {} by slot {}{}",
+                    c.position,
+                    if c.writing {
+                        "being written"
+                    } else {
+                        "held for reading"
+                    },
+                    c.holder_slot,
+                    if alive(c.holder_slot) {
+                        ""
+                    } else {
+                        " (dead: the next sweep or a blocked peer skips or redelivers it)"
+                    }
+                ));
+            }
+            lines.push(format!(
+                "recovered:   {} positions skipped, {} messages redelivered, {} waiting to be",
+                r.skipped, r.redelivered, r.orphans
+            ));
+        }
+        _ => {
+            let role = |name: &str, role: &tally::RoleInfo| match role.holder_slot {
+                Some(slot) => format!("{name}:{}slot {slot}", " ".repeat(12 - name.len() - 1)),
+                None => format!(
+                    "{name}:{}none (claimed {} times, last {})",
+                    " ".repeat(12 - name.len() - 1),
+                    role.claims,
+                    role.last_exit
+                ),
+            };
+            lines.push(role("producer", &r.producer));
+            lines.push(role("consumer", &r.consumer));
+        }
+    }
+    lines
+}
+
+/// The role (producer, consumer) the holder in `slot` has in an SPSC ring.
+fn role_of(info: &SegmentInfo, slot: u32) -> Option<&'static str> {
+    let r = info.ring.as_ref()?;
+    match (
+        r.producer.holder_slot == Some(slot),
+        r.consumer.holder_slot == Some(slot),
+    ) {
+        (true, true) => Some("producer, consumer"),
+        (true, false) => Some("producer"),
+        (false, true) => Some("consumer"),
+        (false, false) => None,
+    }
+}
+
+pub fn inspect(name: &str, json: bool) -> std::result::Result<(), Failure> {
+    let info =
+        admin::inspect_with(name, &read_opts()).map_err(|e| match unreadable_hint(name, &e) {
+            Some(hint) => Failure::Failed(format!("{e}; {hint}")),
+            None => Failure::from(e),
+        })?;
     if json {
         print_json(&info_json(&info));
         return Ok(());
     }
+    let now = human::now_unix_ms();
     println!("name:        {}", info.name);
     println!("kind:        {}", info.kind);
     println!("state:       {}", info.state);
     println!(
-        "size:        {} bytes ({} in the object)",
-        info.size_bytes, info.object_bytes
+        "size:        {} ({} bytes; {} in the object)",
+        human::size(info.size_bytes),
+        info.size_bytes,
+        human::size(info.object_bytes)
     );
-    println!(
-        "payload:     {} ({} bytes)",
-        info.payload_type, info.payload_size
-    );
+    match info.payload_size {
+        0 => println!("payload:     {}", info.payload_type),
+        n => println!(
+            "payload:     {} ({})",
+            info.payload_type,
+            human::size(u64::from(n))
+        ),
+    }
     // The compared identity (field names, types, offsets): whole if it fits a line.
     if info.payload_schema.len() <= 66 {
         println!("schema:      {}", info.payload_schema);
@@ -129,10 +312,14 @@ pub fn inspect(name: &str, json: bool) -> Result<()> {
             info.payload_schema.len()
         );
     }
-    println!("owner:       uid {} mode {:o}", info.owner_uid, info.mode);
+    for line in ring_lines(&info) {
+        println!("{line}");
+    }
+    println!("owner:       uid {}, mode {:o}", info.owner_uid, info.mode);
     println!(
-        "created by:  pid {} at {} ms",
-        info.creator_pid, info.created_unix_ms
+        "created:     {} by pid {}",
+        human::time(info.created_unix_ms, now),
+        info.creator_pid
     );
     println!("refcount:    {}", info.refcount);
     println!("reclaimed:   {} dead holders so far", info.reclaimed_total);
@@ -142,21 +329,23 @@ pub fn inspect(name: &str, json: bool) -> Result<()> {
         info.table_capacity
     );
     for h in &info.holders {
+        let role = role_of(&info, h.slot).map_or(String::new(), |r| format!("  {r}"));
         println!(
-            "  slot {:>4}  pid {:>8}  {}",
+            "  slot {:>4}  pid {:>8}  {:<20}  attached {}{role}",
             h.slot,
             h.pid,
             if h.alive {
                 "alive"
             } else {
                 "dead (not yet swept)"
-            }
+            },
+            human::time(h.attached_unix_ms, now),
         );
     }
     Ok(())
 }
 
-pub fn sweep(name: Option<&str>, json: bool) -> Result<()> {
+pub fn sweep(name: Option<&str>, json: bool) -> std::result::Result<(), Failure> {
     let report = match name {
         Some(n) => admin::sweep(n)?,
         None => admin::sweep_all()?,
@@ -191,7 +380,15 @@ pub fn sweep(name: Option<&str>, json: bool) -> Result<()> {
             println!("could not sweep {n}: {e}");
         }
     }
-    Ok(())
+    if report.errors.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = report.errors.iter().map(|(n, _)| n.as_str()).collect();
+    Err(Failure::Failed(format!(
+        "could not sweep {} object(s): {}",
+        names.len(),
+        names.join(", ")
+    )))
 }
 
 pub fn rm(name: &str, json: bool) -> Result<()> {
@@ -210,7 +407,12 @@ enum Held {
     Bytes(#[allow(dead_code)] Region),
 }
 
-pub fn hold(name: &str, create_bytes: Option<usize>, allow_foreign_owner: bool) -> Result<()> {
+pub fn hold(
+    name: &str,
+    create_bytes: Option<usize>,
+    allow_foreign_owner: bool,
+    until_signal: bool,
+) -> Result<()> {
     // Block the termination signals before any thread starts, so they are taken
     // synchronously below and the handle is dropped (detached) on the way out.
     tally::__private::block_termination_signals()
@@ -229,15 +431,19 @@ pub fn hold(name: &str, create_bytes: Option<usize>, allow_foreign_owner: bool) 
         let sig = tally::__private::wait_termination_signal();
         let _ = tx.send(if sig == 2 { "SIGINT" } else { "signal" });
     });
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let stdin = std::io::stdin();
-        let mut lock = stdin.lock();
-        while matches!(lock.read_line(&mut line), Ok(n) if n > 0) {
-            line.clear();
-        }
-        let _ = tx2.send("end of stdin");
-    });
+    if !until_signal {
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let stdin = std::io::stdin();
+            let mut lock = stdin.lock();
+            while matches!(lock.read_line(&mut line), Ok(n) if n > 0) {
+                line.clear();
+            }
+            let _ = tx2.send("end of stdin");
+        });
+    } else {
+        drop(tx2);
+    }
     // A reader that went away must not make us panic: keep holding until told to stop.
     let mut out = std::io::stdout();
     let _ = writeln!(out, "ready").and_then(|()| out.flush());

@@ -1,19 +1,32 @@
 //! `tally`: inspect and administer tally objects, hold them, and benchmark.
 //!
-//! Exit codes: 0 success, 1 failure, 2 usage error, 3 object not found.
+//! Exit codes: see [`EXIT_CODES`].
 
 mod admin_cmd;
 mod bench;
+mod human;
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
+
+/// What `tally --help` says about exit codes; README's table says the same.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure (an object could not be read or changed; a benchmark failed;
+     `sweep` reported objects it could not sweep)
+  2  usage error: unknown option or subcommand, a value out of range, an invalid name
+  3  object not found
+Every error is one line on stderr: `tally: error: ...`.";
 
 #[derive(Parser)]
 #[command(
     name = "tally",
     version,
-    about = "Crash-safe shared-memory objects: administer, hold, benchmark"
+    about = "Crash-safe shared-memory objects: administer, hold, benchmark",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -22,7 +35,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List every tally object: name, kind, size, refcount, live and dead holders.
+    /// List every tally object (name, kind, size, refcount, live and dead holders), and
+    /// objects being created or left half-made by a dead creator.
     Ls {
         /// Print a JSON array.
         #[arg(long)]
@@ -37,6 +51,7 @@ enum Command {
         json: bool,
     },
     /// Reclaim dead holders of one object, or of all; unlink objects with none alive.
+    /// Exits 1 if some object could not be swept.
     Sweep {
         /// Object name; all objects when omitted.
         name: Option<String>,
@@ -67,50 +82,113 @@ enum Command {
         /// Accept an object owned by another user.
         #[arg(long)]
         allow_foreign_owner: bool,
+        /// Hold until SIGTERM or SIGINT only, ignoring stdin (for a script's
+        /// background job, whose stdin is /dev/null).
+        #[arg(long)]
+        until_signal: bool,
     },
 }
 
+/// Why a command failed, and so its exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Exit 2: bad usage (options, values, names).
+    Usage(String),
+    /// Exit 3: the object does not exist.
+    NotFound(String),
+    /// Exit 1: anything else.
+    Failed(String),
+}
+
+impl Failure {
+    fn code(&self) -> u8 {
+        match self {
+            Failure::Failed(_) => 1,
+            Failure::Usage(_) => 2,
+            Failure::NotFound(_) => 3,
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            Failure::Usage(m) | Failure::NotFound(m) | Failure::Failed(m) => m,
+        }
+    }
+}
+
+impl From<tally::Error> for Failure {
+    fn from(e: tally::Error) -> Self {
+        match e {
+            tally::Error::NotFound(_) => Failure::NotFound(e.to_string()),
+            tally::Error::InvalidName { .. } | tally::Error::InvalidArgument(_) => {
+                Failure::Usage(e.to_string())
+            }
+            _ => Failure::Failed(e.to_string()),
+        }
+    }
+}
+
+/// clap's error as one line: its first paragraph, without its `error: ` prefix, and
+/// the usage of the command it concerns.
+fn clap_failure(e: &clap::Error) -> Failure {
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return Failure::Usage("a subcommand is required; `tally --help` lists them".into());
+    }
+    let text = e.render().to_string();
+    let what: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let what = what.join(" ");
+    let what = what.strip_prefix("error: ").unwrap_or(&what);
+    match text.lines().find_map(|l| l.trim().strip_prefix("Usage: ")) {
+        Some(usage) => Failure::Usage(format!("{what} (usage: {usage})")),
+        None => Failure::Usage(format!("{what} (see `tally --help`)")),
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            // Help and version go to stdout and exit 0.
+            e.exit()
+        }
+        Err(e) => return fail(&clap_failure(&e)),
+    };
     // `tally ls | head` should end quietly. `hold` keeps Rust's default (writes fail
     // with EPIPE) so that it still detaches cleanly when its reader goes away.
     if !matches!(cli.command, Command::Hold { .. }) {
         tally::__private::default_sigpipe();
     }
     let result = match cli.command {
-        Command::Bench(args) => return report(bench::run(args)),
-        Command::BenchPeer(args) => return report(bench::peer::run(args)),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchPeer(args) => {
+            bench::peer::run(args).map_err(|e| Failure::Failed(e.to_string()))
+        }
         Command::Ls { json } => admin_cmd::ls(json),
         Command::Inspect { name, json } => admin_cmd::inspect(&name, json),
         Command::Sweep { name, json } => admin_cmd::sweep(name.as_deref(), json),
-        Command::Rm { name, json } => admin_cmd::rm(&name, json),
+        Command::Rm { name, json } => admin_cmd::rm(&name, json).map_err(Failure::from),
         Command::Hold {
             name,
             create_bytes,
             allow_foreign_owner,
-        } => admin_cmd::hold(&name, create_bytes, allow_foreign_owner),
+            until_signal,
+        } => admin_cmd::hold(&name, create_bytes, allow_foreign_owner, until_signal)
+            .map_err(Failure::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tally: error: {e}");
-            match e {
-                tally::Error::NotFound(_) => ExitCode::from(3),
-                tally::Error::InvalidName { .. } | tally::Error::InvalidArgument(_) => {
-                    ExitCode::from(2)
-                }
-                _ => ExitCode::FAILURE,
-            }
-        }
+        Err(f) => fail(&f),
     }
 }
 
-fn report(r: Result<(), bench::BenchError>) -> ExitCode {
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tally: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+/// Prints the one error line and gives the exit code.
+fn fail(f: &Failure) -> ExitCode {
+    // One line, whatever the message holds.
+    let msg = f.message().replace('\n', "; ");
+    eprintln!("tally: error: {msg}");
+    ExitCode::from(f.code())
 }

@@ -93,11 +93,16 @@ impl Fixture {
     /// Starts `tally hold NAME EXTRA..` and waits until it prints `ready`; returns its
     /// index in `self.holders`.
     fn hold(&mut self, extra: &[&str]) -> usize {
+        self.hold_with(extra, Stdio::piped())
+    }
+
+    /// As [`Fixture::hold`], with the given stdin (`Stdio::null()`: a background job).
+    fn hold_with(&mut self, extra: &[&str], stdin: Stdio) -> usize {
         let mut child = Command::new(BIN)
             .arg("hold")
             .arg(&self.name)
             .args(extra)
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -161,6 +166,28 @@ fn tally_json(args: &[&str]) -> Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// `tally sweep --json` of every object. Other processes on this machine may leave
+/// unreadable names about, so errors are allowed; the exit code must say whether
+/// there were any (1 with errors, 0 without).
+fn sweep_all_json() -> Value {
+    let out = tally(&["sweep", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "sweep --json: stdout is not JSON ({e}); stderr: {}",
+            stderr_of(&out)
+        )
+    });
+    let errors = v["errors"].as_array().expect("errors array");
+    let want = if errors.is_empty() { 0 } else { 1 };
+    assert_eq!(
+        out.status.code(),
+        Some(want),
+        "{v}; stderr: {}",
+        stderr_of(&out)
+    );
+    v
 }
 
 fn inspect(name: &str) -> Value {
@@ -263,7 +290,7 @@ fn hold_ls_inspect_kill_and_sweep() {
     // Kill the last one: the name stays until a sweep finds no one alive.
     fx.holders[b].kill();
     assert!(fx.path().exists());
-    let s = tally_json(&["sweep", "--json"]);
+    let s = sweep_all_json();
     let unlinked = s["unlinked"].as_array().expect("unlinked array");
     assert!(unlinked.iter().any(|n| n == &name), "{s}");
     assert!(s["reclaimed_holders"].as_u64().unwrap() >= 1, "{s}");
@@ -355,6 +382,7 @@ fn ls_and_inspect_report_an_unreadable_segment() {
     let _serial = sweep_lock();
     let fx = Fixture::new("garbage");
     std::fs::write(fx.path(), vec![0x5a_u8; 4096]).unwrap();
+    let hint = format!("not a tally object; tally rm {} removes it", fx.name);
 
     let entry = ls_entry(&fx.name).expect("ls lists the unreadable name");
     assert_eq!(entry["kind"], "unreadable", "{entry}");
@@ -362,22 +390,52 @@ fn ls_and_inspect_report_an_unreadable_segment() {
         entry["error"].as_str().unwrap().contains("corrupted"),
         "{entry}"
     );
+    assert_eq!(entry["hint"], hint.as_str(), "{entry}");
+    let out = tally(&["ls"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&fx.name))
+        .unwrap_or_else(|| panic!("ls lists {}: {text}", fx.name));
+    assert!(
+        line.contains("unreadable") && line.contains(&hint),
+        "{line}"
+    );
 
-    let out = tally(&["inspect", &fx.name, "--json"]);
+    for json in [true, false] {
+        let mut args = vec!["inspect", &fx.name];
+        if json {
+            args.push("--json");
+        }
+        let out = tally(&args);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+        assert!(out.stdout.is_empty());
+        let err = stderr_of(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("tally: error:") && err.contains("corrupted") && err.contains(&hint),
+            "{err}"
+        );
+    }
+
+    // The global sweep reports it, leaves it alone (it is not a tally segment) and
+    // exits 1, with one error line naming it.
+    let out = tally(&["sweep", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
-    assert!(out.stdout.is_empty());
+    let s: Value = serde_json::from_slice(&out.stdout).expect("sweep --json prints JSON");
+    let errors = s["errors"].as_array().expect("errors array");
+    assert!(errors.iter().any(|e| e["name"] == fx.name.as_str()), "{s}");
     let err = stderr_of(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.starts_with("tally: error:") && err.contains("corrupted"),
+        err.starts_with("tally: error: could not sweep") && err.contains(&fx.name),
         "{err}"
     );
-
-    // The global sweep reports it and leaves it alone (it is not a tally segment).
-    let s = tally_json(&["sweep", "--json"]);
-    let errors = s["errors"].as_array().expect("errors array");
-    assert!(errors.iter().any(|e| e["name"] == fx.name.as_str()), "{s}");
     assert!(fx.path().exists());
+    // Without --json too.
+    let out = tally(&["sweep"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
 }
 
 /// Runs `tally ARGS` expecting exit `code` and a single `tally: error:` line.
@@ -418,20 +476,45 @@ fn error_exit_codes() {
     expect_error_line(&["hold", &unique(PREFIX, "zero"), "--create-bytes", "0"], 2);
     assert!(!shm_path(&missing).exists());
 
-    // 2: usage errors, reported by the argument parser.
+    // 2: usage errors, reported by the argument parser, and values out of range; each
+    // one line, and a benchmark refuses before it measures anything.
     for args in [
         &["frobnicate"][..],
         &[],
         &["inspect"],
         &["ls", "--bogus"],
         &["hold", "x", "--create-bytes", "lots"],
+        &["bench", "--payload", "4"],
+        &["bench", "--payload", "2000000"],
+        &["bench", "latency", "--payload", "4"],
+        &["bench", "--cpus", "0,0"],
+        &["bench", "--cpus", "0"],
+        &["bench", "--cpus", "0,1,2"],
+        &["bench", "--cpus", "0,100000"],
+        &["bench", "--seconds", "0"],
+        &["bench", "throughput", "--seconds", "-1"],
+        &["bench", "--seconds", "NaN"],
+        &["bench", "--iters", "0"],
+        &["bench", "--plot", "/nonexistent-dir/x.svg"],
     ] {
-        let out = tally(args);
-        let err = stderr_of(&out);
-        assert_eq!(out.status.code(), Some(2), "tally {args:?}; stderr: {err}");
-        assert!(!err.is_empty(), "tally {args:?}: usage error explained");
-        assert!(!err.contains("panicked"), "tally {args:?}; stderr: {err}");
+        expect_error_line(args, 2);
     }
+}
+
+#[test]
+fn plot_error_names_the_path_before_the_run() {
+    let dir = std::env::temp_dir().join(unique(PREFIX, "noplotdir"));
+    let path = dir.join("plot.svg");
+    let p = path.to_str().unwrap();
+    for args in [
+        &["bench", "--plot", p][..],
+        &["bench", "throughput", "--plot", p],
+    ] {
+        expect_error_line(args, 2);
+        let err = stderr_of(&tally(args));
+        assert!(err.contains(p), "names the path: {err}");
+    }
+    assert!(!dir.exists());
 }
 
 #[test]
@@ -440,6 +523,16 @@ fn help_and_version_succeed() {
         let out = tally(args);
         assert!(out.status.success(), "tally {args:?}: {}", out.status);
         assert!(!out.stdout.is_empty());
+    }
+    let help = String::from_utf8(tally(&["--help"]).stdout).unwrap();
+    for code in [
+        "Exit codes:",
+        "0  success",
+        "1  failure",
+        "2  usage error",
+        "3  object not found",
+    ] {
+        assert!(help.contains(code), "--help documents {code:?}: {help}");
     }
 }
 
@@ -477,4 +570,334 @@ fn closed_stdout_is_not_a_panic() {
         );
     }
     drop(region);
+}
+
+/// A script's background job: stdin is /dev/null, which must not end the hold.
+#[test]
+fn hold_until_signal_ignores_stdin_and_detaches_on_sigterm() {
+    let mut fx = Fixture::new("bg");
+    let i = fx.hold_with(&["--create-bytes", "4096", "--until-signal"], Stdio::null());
+    let pid = fx.holders[i].pid() as u64;
+    // Without --until-signal the end of stdin would have made it detach and exit by
+    // the time a second process has started and read the object.
+    let v = inspect(&fx.name);
+    assert_eq!(holders(&v), vec![(pid, true)], "{v}");
+    assert!(
+        fx.holders[i].child.try_wait().unwrap().is_none(),
+        "tally hold --until-signal exited with stdin at end of file"
+    );
+
+    fx.holders[i].signal(rustix::process::Signal::TERM);
+    let (st, err) = fx.holders[i].wait();
+    assert!(st.success(), "tally hold: {st}; stderr: {err}");
+    assert!(err.is_empty(), "stderr: {err}");
+    assert!(
+        !fx.path().exists(),
+        "it detached: the last holder's exit unlinks"
+    );
+}
+
+/// A file of /dev/shm, removed on drop, with a write lock on all its bytes through
+/// `_lock` so a concurrent `tally sweep` (of any test on this machine) leaves it alone:
+/// the sweep removes a temporary file only once it can lock it.
+struct ShmFile {
+    path: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl Drop for ShmFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Takes an open-file-description write lock on the whole of `file`.
+fn lock_whole(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero `flock` is a valid value of this plain C struct.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    // SAFETY: `fl` is a valid flock for the duration of the call; the fd is open.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    assert_eq!(rc, 0, "lock {file:?}: {}", std::io::Error::last_os_error());
+}
+
+/// A temporary segment file as the library's builder names it. `building`: hold its
+/// admin lock, as a live builder does (the library judges a builder alive by it).
+fn fake_creation(pid: u32, bytes: usize, building: bool) -> ShmFile {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    // A counter far above any the builder in this process reaches.
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(3_000_000_000);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = PathBuf::from(format!("/dev/shm/.tally-init.{pid}.{n}.{now_ms}"));
+    std::fs::write(&path, vec![0u8; bytes]).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    if building {
+        lock_whole(&file);
+    }
+    ShmFile { path, _lock: file }
+}
+
+#[test]
+fn ls_shows_creations_and_their_debris() {
+    // The debris file holds no lock, so a global sweep of another test here would
+    // remove it: keep them out.
+    let _sweeps = sweep_lock();
+    let mut dead = Command::new("true").spawn().expect("spawn true");
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let creating = fake_creation(std::process::id(), 4096, true);
+    let debris = fake_creation(dead_pid, 8192, false);
+    let temp = |f: &ShmFile| f.path.file_name().unwrap().to_str().unwrap().to_owned();
+    let (creating_name, debris_name) = (temp(&creating), temp(&debris));
+
+    let arr = tally_json(&["ls", "--json"]);
+    let arr = arr.as_array().expect("ls --json gives an array");
+    let entry = |n: &str| {
+        arr.iter()
+            .find(|e| e["name"] == n)
+            .unwrap_or_else(|| panic!("ls --json lists {n}: {arr:?}"))
+            .clone()
+    };
+    let c = entry(&creating_name);
+    assert_eq!(c["kind"], "creation", "{c}");
+    assert_eq!(c["state"], "creating", "{c}");
+    assert_eq!(
+        c["builder_pid"].as_u64(),
+        Some(std::process::id() as u64),
+        "{c}"
+    );
+    assert_eq!(c["builder_alive"], true, "{c}");
+    assert_eq!(c["removable"], false, "{c}");
+    assert_eq!(c["bytes"], 4096, "{c}");
+    assert!(c["age_ms"].as_u64().unwrap() < 600_000, "{c}");
+    let d = entry(&debris_name);
+    assert_eq!(d["kind"], "creation", "{d}");
+    assert_eq!(d["state"], "debris", "{d}");
+    assert_eq!(d["builder_pid"].as_u64(), Some(dead_pid as u64), "{d}");
+    assert_eq!(d["builder_alive"], false, "{d}");
+    assert_eq!(d["removable"], true, "{d}");
+    assert_eq!(d["bytes"], 8192, "{d}");
+
+    let out = tally(&["ls"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |n: &str| {
+        text.lines()
+            .find(|l| l.starts_with(n))
+            .unwrap_or_else(|| panic!("ls lists {n}: {text}"))
+            .to_owned()
+    };
+    assert!(
+        line(&creating_name).contains(&format!("(creating, pid {})", std::process::id())),
+        "{text}"
+    );
+    assert!(
+        line(&debris_name).contains("(debris of a dead create; tally sweep removes it)"),
+        "{text}"
+    );
+    drop((creating, debris));
+}
+
+#[test]
+fn inspect_shows_readable_times_and_sizes() {
+    let mut fx = Fixture::new("human");
+    fx.hold(&["--create-bytes", "65536"]);
+    let out = tally(&["inspect", &fx.name]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("inspect shows {key}: {text}"))
+            .to_owned()
+    };
+    assert!(line("size:").contains("64 KiB in the object"), "{text}");
+    // `2026-12-07 04:01:02 UTC (850 ms ago) by pid N`
+    let created = line("created:");
+    assert!(
+        created.contains(" UTC (") && created.contains(" ago) by pid "),
+        "{created}"
+    );
+    let date = created["created:".len()..].trim_start();
+    let b = date.as_bytes();
+    assert!(
+        b.len() > 19 && b[4] == b'-' && b[7] == b'-' && b[10] == b' ' && b[13] == b':',
+        "{created}"
+    );
+    assert!(
+        line("  slot").contains("attached ") && line("  slot").contains(" ago)"),
+        "{text}"
+    );
+}
+
+/// Benchmarks pin two processes to CPUs 0 and 1.
+fn two_cpus() -> bool {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
+}
+
+#[test]
+fn bench_json_records_machine_version_and_two_line_floor() {
+    if !two_cpus() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique(PREFIX, "plot"));
+    std::fs::create_dir(&dir).unwrap();
+    let svg = dir.join("both.svg");
+    let out = tally(&[
+        "bench",
+        "--iters",
+        "400",
+        "--seconds",
+        "0.05",
+        "--json",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{}; stderr: {err}", out.status);
+    // Progress, as plain lines: stderr is not a terminal here.
+    let steps: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("tally bench: "))
+        .collect();
+    assert!(steps.len() >= 19, "{err}");
+    assert!(steps[0].starts_with("tally bench: 1/19 latency"), "{err}");
+    assert!(err.contains("19/19 throughput"), "{err}");
+    assert!(!err.contains('\r'), "no bar off a terminal: {err:?}");
+
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bench --json prints JSON");
+    assert_eq!(v["tally_version"], env!("CARGO_PKG_VERSION"), "{v}");
+    let m = &v["machine"];
+    assert!(!m["cpu_model"].as_str().unwrap().is_empty(), "{m}");
+    assert_eq!(m["cpus"], serde_json::json!([0, 1]), "{m}");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(m["kernel"], kernel.trim(), "{m}");
+
+    let lat = &v["latency"];
+    let p50 = |b: &str| lat["baselines"][b]["p50_ns"].as_u64().unwrap();
+    for b in ["floor", "two_line", "pipe", "uds"] {
+        assert!(p50(b) > 0, "{b}: {lat}");
+        for k in ["p90_ns", "p99_ns", "p999_ns", "max_ns", "mean_ns"] {
+            assert!(lat["baselines"][b][k].is_number(), "{b}.{k}: {lat}");
+        }
+    }
+    assert!(lat["ratios_p50_vs_tally"]["two_line"].is_number(), "{lat}");
+    assert!(
+        lat["tally_p50_vs_two_line_p50"].as_f64().unwrap() > 0.0,
+        "{lat}"
+    );
+    let want = if p50("floor") < 80 {
+        "shared-cache"
+    } else {
+        "cross-complex"
+    };
+    assert_eq!(lat["placement"], want, "{lat}");
+    assert!(v["throughput"]["msgs_per_s"].as_f64().unwrap() > 0.0, "{v}");
+
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        drawn.contains("<svg") && drawn.contains("M msgs/s"),
+        "{drawn}"
+    );
+    assert!(
+        drawn.contains("two lines (one per direction)"),
+        "latency CDF drawn too"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // With a subcommand: that object, still with the machine and version.
+    let out = tally(&[
+        "bench",
+        "throughput",
+        "--seconds",
+        "0.05",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(out.stderr.is_empty(), "--quiet: {}", stderr_of(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["msgs_per_s"].is_number() && v["machine"]["kernel"].is_string(),
+        "{v}"
+    );
+    assert_eq!(v["tally_version"], env!("CARGO_PKG_VERSION"), "{v}");
+}
+
+#[test]
+fn bench_tables_use_the_readme_names_and_units() {
+    if !two_cpus() {
+        return;
+    }
+    let out = tally(&["bench", "--iters", "400", "--seconds", "0.05"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "p50 / floor p50",
+        "p50 / two-line p50",
+        "floor (one shared cache line)",
+        "two lines (one per direction)",
+        "unix socket",
+        "placement: ",
+        "x the two-line floor",
+        "msgs/s",
+        "GB/s",
+        "zero-copy batches of 256",
+    ] {
+        assert!(text.contains(want), "{want:?} in: {text}");
+    }
+    let zero_copy = text
+        .lines()
+        .find(|l| l.starts_with("zero-copy reserve/commit"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(zero_copy.contains(" M "), "rates in M msgs/s: {zero_copy}");
+}
+
+#[test]
+fn inspect_shows_ring_capacity_fill_and_roles() {
+    let name = unique(PREFIX, "ringinfo");
+    let ring = tally::Ring::<u64>::create(&name, 8).unwrap();
+    let mut tx = ring.producer().unwrap();
+    for v in 0..2 {
+        tx.send(v).unwrap();
+    }
+    let out = tally(&["inspect", &name]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ring:        8 slots"), "{text}");
+    assert!(text.contains("2 waiting (25% full)"), "{text}");
+    assert!(text.contains("producer:   slot 0"), "{text}");
+    assert!(text.contains("consumer:   none (claimed 0 times"), "{text}");
+    let v = tally_json(&["inspect", &name, "--json"]);
+    assert_eq!(v["ring"]["capacity"], 8, "{v}");
+    assert_eq!(v["ring"]["committed"], 2, "{v}");
+    assert_eq!(v["ring"]["producer"]["holder_slot"], 0, "{v}");
+
+    let mname = unique(PREFIX, "mpmcinfo");
+    let mpmc = tally::MpmcRing::<u64>::create(&mname, 4).unwrap();
+    let (_p1, _p2, _c) = (
+        mpmc.producer().unwrap(),
+        mpmc.producer().unwrap(),
+        mpmc.consumer().unwrap(),
+    );
+    let text = String::from_utf8_lossy(&tally(&["inspect", &mname]).stdout).into_owned();
+    assert!(
+        text.contains("handles:     2 producers, 1 consumers attached"),
+        "{text}"
+    );
+    assert_eq!(
+        tally_json(&["ls", "--json"]).as_array().map(|a| a
+            .iter()
+            .any(|e| e["name"] == mname.as_str() && e["kind"] == "mpmc-ring")),
+        Some(true)
+    );
 }

@@ -1,5 +1,11 @@
-//! Ping-pong latency: tally against the floor, a pipe and a Unix socket; and the cost
+//! Ping-pong latency: tally against two floors, a pipe and a Unix socket; and the cost
 //! of waking a parked peer, tally against a raw futex wake.
+//!
+//! The floors: one cache line bounced between the two processes (each side reads the
+//! line and writes it back), and two lines, one per direction (each side writes its
+//! own line and reads the other's), the least a pair of rings can do. Where the two
+//! CPUs do not share a cache complex the one-line floor is about twice as fast as the
+//! two-line one, so the ring is judged against the two-line floor.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
@@ -10,6 +16,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tally::{ByteRing, Region, Ring};
 
+use super::progress::Progress;
 use super::{
     BenchArgs, BenchError, Mode, Peer, bench_name, fill_payload, new_histogram, read_payload,
     summary,
@@ -24,36 +31,59 @@ const WAKE_PAUSE: Duration = Duration::from_micros(300);
 pub struct Report {
     pub tally: Histogram<u64>,
     pub floor: Histogram<u64>,
+    pub two_line: Histogram<u64>,
     pub pipe: Histogram<u64>,
     pub uds: Histogram<u64>,
     pub wake_tally: Value,
     pub wake_futex: Value,
 }
 
-/// The floor and tally are measured in alternating rounds whose histograms are
-/// merged, so a slow drift of this shared machine touches both alike.
+/// The floors and tally are measured in alternating rounds whose histograms are
+/// merged, so a slow drift of this shared machine touches them alike.
 const ROUNDS: u64 = 4;
 
-pub fn run(args: &BenchArgs, cpus: (usize, usize)) -> Result<Report, BenchError> {
+/// Measurements of a latency run, for the progress count: three per round, then pipe,
+/// socket and two wake tests.
+pub const STEPS: u32 = 3 * ROUNDS as u32 + 4;
+
+/// A one-line floor p50 below this (ns) means the two CPUs share a cache complex
+/// (≈ 45 ns on this machine's EPYC); across complexes it is ≈ 110–190 ns.
+const SHARED_CACHE_BELOW_NS: u64 = 80;
+
+pub fn run(
+    args: &BenchArgs,
+    cpus: (usize, usize),
+    progress: &mut Progress,
+) -> Result<Report, BenchError> {
     tally::__private::pin_to_cpu(cpus.0)?;
     let round_args = BenchArgs {
         iters: args.iters.div_ceil(ROUNDS),
         ..args.clone()
     };
     let mut floor_h = new_histogram();
+    let mut two_line_h = new_histogram();
     let mut tally_h = new_histogram();
-    for _ in 0..ROUNDS {
+    for r in 1..=ROUNDS {
+        progress.step(&format!("latency: floor, round {r} of {ROUNDS}"));
         floor_h.add(floor(&round_args, cpus)?)?;
+        progress.step(&format!("latency: two-line floor, round {r} of {ROUNDS}"));
+        two_line_h.add(two_line(&round_args, cpus)?)?;
+        progress.step(&format!("latency: tally, round {r} of {ROUNDS}"));
         tally_h.add(tally_pingpong(&round_args, cpus)?)?;
     }
-    let (floor, tally) = (floor_h, tally_h);
+    let (floor, two_line, tally) = (floor_h, two_line_h, tally_h);
+    progress.step("latency: pipe");
     let pipe = pipe(args, cpus)?;
+    progress.step("latency: unix socket");
     let uds = uds(args, cpus)?;
+    progress.step("latency: waking a parked tally consumer");
     let wake_tally = wake(Mode::TallyWake, args, cpus)?;
+    progress.step("latency: waking a futex waiter");
     let wake_futex = wake(Mode::FutexWake, args, cpus)?;
     Ok(Report {
         tally,
         floor,
+        two_line,
         pipe,
         uds,
         wake_tally,
@@ -94,6 +124,40 @@ fn floor(args: &BenchArgs, cpus: (usize, usize)) -> Result<Histogram<u64>, Bench
         Ok(())
     })?;
     word.store(u64::MAX, Ordering::Release);
+    peer.finish()?;
+    Ok(h)
+}
+
+/// Offsets of the two words of the two-line floor: 128 bytes apart, so not even an
+/// adjacent-line prefetcher pairs them.
+pub const TWO_LINE_PING: usize = 0;
+pub const TWO_LINE_PONG: usize = 128;
+
+/// Each direction has a cache line of its own, one word in it: this side writes the
+/// ping line and polls the pong line, the peer the other way round.
+fn two_line(args: &BenchArgs, cpus: (usize, usize)) -> Result<Histogram<u64>, BenchError> {
+    let name = bench_name("twoline");
+    let region = Region::create(&name, 256)?;
+    // SAFETY: the region is 128-byte aligned and 256 bytes long, so both words are in
+    // bounds and aligned; it lives until the end of this function and the peer only
+    // touches it atomically.
+    let (ping, pong) = unsafe {
+        (
+            &*(region.as_ptr().add(TWO_LINE_PING) as *const AtomicU64),
+            &*(region.as_ptr().add(TWO_LINE_PONG) as *const AtomicU64),
+        )
+    };
+    let peer = Peer::spawn(Mode::TwoLine, &name, args.payload, cpus.1, &[])?;
+    let h = measure(args, |i| {
+        // SYNC POINT: pairs with the peer's Acquire load of ping.
+        ping.store(i + 1, Ordering::Release);
+        // SYNC POINT: pairs with the peer's Release store of pong.
+        while pong.load(Ordering::Acquire) != i + 1 {
+            std::hint::spin_loop();
+        }
+        Ok(())
+    })?;
+    ping.store(u64::MAX, Ordering::Release);
     peer.finish()?;
     Ok(h)
 }
@@ -298,21 +362,36 @@ fn ratio(a: u64, b: u64) -> f64 {
     (r * scale).round() / scale
 }
 
+/// Where the two CPUs sat relative to each other, judged by the one-line floor.
+pub fn placement(r: &Report) -> &'static str {
+    if r.floor.value_at_quantile(0.5) < SHARED_CACHE_BELOW_NS {
+        "shared-cache"
+    } else {
+        "cross-complex"
+    }
+}
+
 pub fn to_json(r: &Report, args: &BenchArgs) -> Value {
     let mut v = summary(&r.tally);
     let t50 = r.tally.value_at_quantile(0.5);
+    let p50 = |h: &Histogram<u64>| h.value_at_quantile(0.5);
     v["payload_bytes"] = json!(args.payload);
     v["iters"] = json!(args.iters);
     v["baselines"] = json!({
         "floor": summary(&r.floor),
+        "two_line": summary(&r.two_line),
         "pipe": summary(&r.pipe),
         "uds": summary(&r.uds),
     });
     v["ratios_p50_vs_tally"] = json!({
-        "floor": ratio(r.floor.value_at_quantile(0.5), t50),
-        "pipe": ratio(r.pipe.value_at_quantile(0.5), t50),
-        "uds": ratio(r.uds.value_at_quantile(0.5), t50),
+        "floor": ratio(p50(&r.floor), t50),
+        "two_line": ratio(p50(&r.two_line), t50),
+        "pipe": ratio(p50(&r.pipe), t50),
+        "uds": ratio(p50(&r.uds), t50),
     });
+    v["tally_p50_vs_two_line_p50"] = json!(ratio(t50, p50(&r.two_line)));
+    v["tally_p50_vs_floor_p50"] = json!(ratio(t50, p50(&r.floor)));
+    v["placement"] = json!(placement(r));
     v["wake"] = json!({ "tally": r.wake_tally, "futex": r.wake_futex });
     v["method"] = json!(
         "one-way = round trip / 2; the sender writes the whole payload, the receiver reads all of it and echoes it back"
@@ -320,9 +399,20 @@ pub fn to_json(r: &Report, args: &BenchArgs) -> Value {
     v
 }
 
+/// The rows of the latency table: README's names, in README's order.
+fn rows(r: &Report) -> [(&'static str, &Histogram<u64>); 5] {
+    [
+        ("floor (one shared cache line)", &r.floor),
+        ("two lines (one per direction)", &r.two_line),
+        ("tally", &r.tally),
+        ("pipe", &r.pipe),
+        ("unix socket", &r.uds),
+    ]
+}
+
 pub fn print(r: &Report, args: &BenchArgs, cpus: (usize, usize)) {
     println!(
-        "latency: {} B payload, {} round trips (+{} warm-up; floor and tally in {} alternating rounds), one-way = RTT/2, CPUs {},{}",
+        "Latency, {} B payload, {} round trips (ns; +{} warm-up; floors and tally in {} alternating rounds); one-way = RTT/2, CPUs {},{}",
         args.payload,
         args.iters,
         args.iters / WARMUP_DIV,
@@ -338,32 +428,48 @@ pub fn print(r: &Report, args: &BenchArgs, cpus: (usize, usize)) {
             "tally: ByteRing"
         }
     );
+    println!();
+    let floor50 = r.floor.value_at_quantile(0.5);
+    let two50 = r.two_line.value_at_quantile(0.5);
     println!(
-        "{:<8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}   p50 / tally p50",
-        "", "p50 ns", "p90 ns", "p99 ns", "p99.9 ns", "max ns", "mean ns"
+        "{:<30} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>16} {:>19}",
+        "", "p50", "p90", "p99", "p99.9", "max", "mean", "p50 / floor p50", "p50 / two-line p50"
     );
-    let t50 = r.tally.value_at_quantile(0.5);
-    for (name, h) in [
-        ("floor", &r.floor),
-        ("tally", &r.tally),
-        ("pipe", &r.pipe),
-        ("uds", &r.uds),
-    ] {
+    for (name, h) in rows(r) {
+        let p50 = h.value_at_quantile(0.5);
         println!(
-            "{:<8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9.1}   {}",
+            "{:<30} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9.1} {:>16.2} {:>19.2}",
             name,
-            h.value_at_quantile(0.5),
+            p50,
             h.value_at_quantile(0.9),
             h.value_at_quantile(0.99),
             h.value_at_quantile(0.999),
             h.max(),
             h.mean(),
-            ratio(h.value_at_quantile(0.5), t50)
+            ratio(p50, floor50),
+            ratio(p50, two50),
         );
     }
+    println!();
+    let t50 = r.tally.value_at_quantile(0.5);
     println!(
-        "floor = two processes ping-ponging one shared cache line (the physical limit); tally p50 is {:.2} x floor p50",
-        ratio(t50, r.floor.value_at_quantile(0.5))
+        "placement: {} (one-line floor p50 {floor50} ns, {} {SHARED_CACHE_BELOW_NS} ns: {})",
+        placement(r),
+        if floor50 < SHARED_CACHE_BELOW_NS {
+            "below"
+        } else {
+            "at or above"
+        },
+        if floor50 < SHARED_CACHE_BELOW_NS {
+            "the two CPUs share a cache complex"
+        } else {
+            "the two CPUs sit in different cache complexes, where one line is about twice as fast as a line per direction"
+        }
+    );
+    println!(
+        "tally p50 is {:.2} x the two-line floor (each direction its own cache line, the least a ring pair can do) and {:.2} x the one-line floor",
+        ratio(t50, two50),
+        ratio(t50, floor50)
     );
     let w = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
     println!(

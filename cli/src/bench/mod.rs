@@ -1,14 +1,17 @@
 //! `tally bench`: latency and throughput between two real processes, against the
-//! physical floor (one shared cache line), a pipe and a Unix socket, in the same run.
+//! physical floors (one shared cache line; one line per direction), a pipe and a Unix
+//! socket, in the same run.
 //!
 //! The binary re-executes itself (`tally bench-peer ...`) for the other side.
 
 mod latency;
 pub mod peer;
 mod plot;
+mod progress;
 mod throughput;
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -16,38 +19,94 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 pub use peer::PeerArgs;
+use progress::Progress;
+
+use crate::Failure;
 
 /// Which benchmark.
 #[derive(Subcommand, Clone, Copy, Debug)]
 pub enum Which {
-    /// One-way latency (round trip / 2) of ping-pong, with floor, pipe and socket.
+    /// One-way latency (round trip / 2) of ping-pong, with floors, pipe and socket.
     Latency,
     /// One-way stream rate, with and without the batch API, and copying.
     Throughput,
 }
+
+/// Largest payload a run accepts.
+const MAX_PAYLOAD: usize = 1 << 20;
 
 #[derive(Args, Clone, Debug)]
 pub struct BenchArgs {
     #[command(subcommand)]
     pub which: Option<Which>,
     /// Payload bytes per message (8 to 1048576).
-    #[arg(long, default_value_t = 8, global = true)]
+    #[arg(long, default_value_t = 8, global = true, value_parser = parse_payload)]
     pub payload: usize,
-    /// Round trips per latency measurement.
-    #[arg(long, default_value_t = 200_000, global = true)]
+    /// Round trips per latency measurement (at least 1).
+    #[arg(long, default_value_t = 200_000, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub iters: u64,
-    /// Seconds per throughput measurement.
-    #[arg(long, default_value_t = 2.0, global = true)]
+    /// Seconds per throughput measurement (more than 0, at most 3600).
+    #[arg(long, default_value_t = 2.0, global = true, value_parser = parse_seconds)]
     pub seconds: f64,
-    /// Two CPUs to pin the two processes to, e.g. `0,1` (default: the first two).
-    #[arg(long, value_delimiter = ',', global = true)]
-    pub cpus: Option<Vec<usize>>,
-    /// Print one JSON object instead of a table.
+    /// Two different CPUs to pin the two processes to, e.g. `0,1` (default: 0,1).
+    #[arg(long, global = true, value_name = "A,B", value_parser = parse_cpus)]
+    pub cpus: Option<CpuPair>,
+    /// Print one JSON object instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Draw the latency CDF of tally and the baselines to this SVG file.
+    /// No progress on stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Draw an SVG: latency CDFs of tally and the baselines, throughput bars in
+    /// M msgs/s, or both side by side. The file is created before the run.
     #[arg(long, value_name = "FILE.svg", global = true)]
-    pub plot: Option<std::path::PathBuf>,
+    pub plot: Option<PathBuf>,
+}
+
+/// The two CPUs of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuPair(pub usize, pub usize);
+
+fn parse_payload(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if !(8..=MAX_PAYLOAD).contains(&n) {
+        return Err(format!("{n} is outside 8..={MAX_PAYLOAD}"));
+    }
+    Ok(n)
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if !(x > 0.0 && x <= 3600.0) {
+        return Err(format!("{s} is outside (0, 3600]"));
+    }
+    Ok(x)
+}
+
+fn parse_cpus(s: &str) -> Result<CpuPair, String> {
+    let parts: Vec<&str> = s.split(',').collect();
+    let [a, b] = parts[..] else {
+        return Err("takes two CPUs, e.g. 0,1".into());
+    };
+    let cpu = |x: &str| {
+        x.trim()
+            .parse::<usize>()
+            .map_err(|e| format!("{x:?} is not a CPU number ({e})"))
+    };
+    let (a, b) = (cpu(a)?, cpu(b)?);
+    if a == b {
+        return Err(format!("takes two different CPUs, not {a} twice"));
+    }
+    let n = online_cpus();
+    if a >= n || b >= n {
+        return Err(format!("this machine has CPUs 0..={}", n - 1));
+    }
+    Ok(CpuPair(a, b))
+}
+
+fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Transport of a latency or throughput peer.
@@ -56,6 +115,7 @@ pub enum Mode {
     Tally,
     TallyU64,
     Floor,
+    TwoLine,
     Pipe,
     Uds,
     TallyWake,
@@ -67,56 +127,110 @@ pub enum Mode {
 
 pub type BenchError = Box<dyn std::error::Error>;
 
-pub fn run(args: BenchArgs) -> Result<(), BenchError> {
-    if !(8..=1 << 20).contains(&args.payload) {
-        return Err(format!("--payload {} outside 8..=1048576", args.payload).into());
+/// The machine a run measured: CPU model, the CPUs used, the kernel release.
+fn machine_json(cpus: (usize, usize)) -> Value {
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned());
+    json!({
+        "cpu_model": cpu_model,
+        "cpus": [cpus.0, cpus.1],
+        "online_cpus": online_cpus(),
+        "kernel": kernel,
+    })
+}
+
+pub fn run(args: BenchArgs) -> Result<(), Failure> {
+    let cpus = args.cpus.map_or((0, 1), |CpuPair(a, b)| (a, b));
+    if cpus.0.max(cpus.1) >= online_cpus() {
+        return Err(Failure::Failed(format!(
+            "tally bench pins its processes to two CPUs; this machine has {} (see --cpus)",
+            online_cpus()
+        )));
     }
-    if args.iters == 0 || !(args.seconds > 0.0 && args.seconds <= 3600.0) {
-        return Err("--iters must be positive and --seconds in (0, 3600]".into());
+    let target = args.plot.as_deref().map(plot::Target::claim).transpose()?;
+    let result = measure(&args, cpus, target.as_ref());
+    if let (Err(_), Some(t)) = (&result, target) {
+        t.abandon();
     }
-    let cpus = match args.cpus.as_deref() {
-        Some(&[a, b]) if a != b => (a, b),
-        Some(_) => return Err("--cpus takes two different CPUs, e.g. --cpus 0,1".into()),
-        None => (0, 1),
-    };
-    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus.0 >= ncpu || cpus.1 >= ncpu {
-        return Err(format!(
-            "--cpus {},{}: this machine has CPUs 0..{}",
+    result
+}
+
+fn measure(
+    args: &BenchArgs,
+    cpus: (usize, usize),
+    target: Option<&plot::Target>,
+) -> Result<(), Failure> {
+    let failed = |e: BenchError| Failure::Failed(e.to_string());
+    let do_latency = matches!(args.which, None | Some(Which::Latency));
+    let do_throughput = matches!(args.which, None | Some(Which::Throughput));
+    let machine = machine_json(cpus);
+    let mut progress = Progress::new(
+        u32::from(do_latency) * latency::STEPS + u32::from(do_throughput) * throughput::STEPS,
+        args.quiet,
+    );
+    if !args.json {
+        println!(
+            "machine: {}, CPUs {},{} of {}, Linux {}; tally {}",
+            machine["cpu_model"].as_str().unwrap_or("?"),
             cpus.0,
             cpus.1,
-            ncpu - 1
-        )
-        .into());
+            online_cpus(),
+            machine["kernel"].as_str().unwrap_or("?"),
+            env!("CARGO_PKG_VERSION")
+        );
+        println!();
     }
     let mut out = serde_json::Map::new();
-    if matches!(args.which, None | Some(Which::Latency)) {
-        let report = latency::run(&args, cpus)?;
-        if let Some(path) = &args.plot {
-            plot::cdf(path, &report, args.payload)?;
-        }
+    let mut lat = None;
+    if do_latency {
+        let report = latency::run(args, cpus, &mut progress).map_err(failed)?;
         if !args.json {
-            latency::print(&report, &args, cpus);
+            progress.clear();
+            latency::print(&report, args, cpus);
         }
-        out.insert("latency".into(), latency::to_json(&report, &args));
+        out.insert("latency".into(), latency::to_json(&report, args));
+        lat = Some(report);
     }
-    if matches!(args.which, None | Some(Which::Throughput)) {
-        let report = throughput::run(&args, cpus)?;
+    let mut thr = None;
+    if do_throughput {
+        let report = throughput::run(args, cpus, &mut progress).map_err(failed)?;
         if !args.json {
-            throughput::print(&report, &args, cpus);
+            progress.clear();
+            throughput::print(&report, args, cpus);
         }
-        out.insert("throughput".into(), throughput::to_json(&report, &args));
+        out.insert("throughput".into(), throughput::to_json(&report, args));
+        thr = Some(report);
+    }
+    progress.finish();
+    if let Some(t) = target {
+        t.draw(lat.as_ref(), thr.as_ref(), args.payload)?;
+        if !args.json {
+            println!("plot: {}", t.path().display());
+        }
     }
     if args.json {
-        let v = if out.len() == 1 {
-            out.into_iter()
-                .next()
-                .map(|(_, v)| v)
-                .unwrap_or(Value::Null)
+        let mut v = if out.len() == 1 {
+            match out.into_iter().next() {
+                Some((_, Value::Object(m))) => m,
+                _ => serde_json::Map::new(),
+            }
         } else {
-            Value::Object(out)
+            out
         };
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        v.insert("machine".into(), machine);
+        v.insert("tally_version".into(), json!(env!("CARGO_PKG_VERSION")));
+        let text = serde_json::to_string_pretty(&Value::Object(v))
+            .map_err(|e| Failure::Failed(e.to_string()))?;
+        println!("{text}");
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use tally::{ByteRing, Region, ReserveError, Ring};
 
+use super::latency::{TWO_LINE_PING, TWO_LINE_PONG};
 use super::{BenchError, Mode, fill_payload, new_histogram, read_payload, summary};
 
 #[derive(Args, Clone, Debug)]
@@ -54,6 +55,33 @@ pub fn run(a: PeerArgs) -> Result<(), BenchError> {
                 if v == expect {
                     word.store(expect + 1, Ordering::Release);
                     expect += 2;
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        Mode::TwoLine => {
+            let region = Region::open(&a.name)?;
+            // SAFETY: see `two_line` in latency.rs: two aligned u64s, 128 bytes apart,
+            // in a live region of 256 bytes.
+            let (ping, pong) = unsafe {
+                (
+                    &*(region.as_ptr().add(TWO_LINE_PING) as *const AtomicU64),
+                    &*(region.as_ptr().add(TWO_LINE_PONG) as *const AtomicU64),
+                )
+            };
+            ready()?;
+            let mut expect = 1u64;
+            loop {
+                // SYNC POINT: pairs with the parent's Release store of ping.
+                let v = ping.load(Ordering::Acquire);
+                if v == u64::MAX {
+                    break;
+                }
+                if v == expect {
+                    // SYNC POINT: pairs with the parent's Acquire load of pong.
+                    pong.store(expect, Ordering::Release);
+                    expect += 1;
                 } else {
                     std::hint::spin_loop();
                 }

@@ -1,16 +1,97 @@
-//! `--plot FILE.svg`: the latency CDF of tally and the baselines.
+//! `--plot FILE.svg`: the latency CDFs of tally and the baselines, the throughput of
+//! each transport as bars, or both side by side.
 
-use std::path::Path;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
 
 use hdrhistogram::Histogram;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::BenchError;
-use super::latency::Report;
+use super::{BenchError, latency, throughput};
+use crate::Failure;
 
-pub fn cdf(path: &Path, r: &Report, payload: usize) -> Result<(), BenchError> {
-    let series: [(&str, &Histogram<u64>, RGBColor); 4] = [
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+/// The plot file, checked (and created if new) before the run, so a bad path costs
+/// no measurement.
+pub struct Target {
+    path: PathBuf,
+    /// We created it: remove it again if the run fails.
+    created: bool,
+}
+
+impl Target {
+    /// Opens `path` for writing now; the error names the path (exit 2: an argument
+    /// that cannot be used).
+    pub fn claim(path: &Path) -> Result<Target, Failure> {
+        let bad = |why: String| Failure::Usage(format!("--plot {}: {why}", path.display()));
+        if path.is_dir() {
+            return Err(bad("is a directory".into()));
+        }
+        let existed = path.exists();
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| bad(format!("cannot write: {e}")))?;
+        Ok(Target {
+            path: path.to_owned(),
+            created: !existed,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The run failed: take back the empty file we made.
+    pub fn abandon(self) {
+        if self.created {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
+    /// Draws what the run measured.
+    pub fn draw(
+        &self,
+        lat: Option<&latency::Report>,
+        thr: Option<&throughput::Report>,
+        payload: usize,
+    ) -> Result<(), Failure> {
+        let failed =
+            |e: BenchError| Failure::Failed(format!("drawing {}: {e}", self.path.display()));
+        let width = if lat.is_some() && thr.is_some() {
+            1500
+        } else {
+            900
+        };
+        let root = SVGBackend::new(&self.path, (width, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| failed(e.into()))?;
+        let drawn = match (lat, thr) {
+            (Some(l), Some(t)) => {
+                let (left, right) = root.split_horizontally(900);
+                cdf(&left, l, payload).and_then(|()| bars(&right, t, payload))
+            }
+            (Some(l), None) => cdf(&root, l, payload),
+            (None, Some(t)) => bars(&root, t, payload),
+            (None, None) => Ok(()),
+        };
+        drawn.map_err(failed)?;
+        root.present().map_err(|e| failed(e.into()))?;
+        Ok(())
+    }
+}
+
+fn cdf(area: &Area, r: &latency::Report, payload: usize) -> Result<(), BenchError> {
+    let series: [(&str, &Histogram<u64>, RGBColor); 5] = [
         ("floor (one shared cache line)", &r.floor, BLACK),
+        (
+            "two lines (one per direction)",
+            &r.two_line,
+            RGBColor(128, 128, 128),
+        ),
         ("tally", &r.tally, RED),
         ("pipe", &r.pipe, BLUE),
         ("unix socket", &r.uds, GREEN),
@@ -21,9 +102,7 @@ pub fn cdf(path: &Path, r: &Report, payload: usize) -> Result<(), BenchError> {
         .map(|s| s.1.value_at_quantile(0.9999))
         .max()
         .unwrap_or(2) as f64;
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(area)
         .caption(
             format!("one-way latency CDF, {payload} B payload"),
             ("sans-serif", 22),
@@ -61,6 +140,58 @@ pub fn cdf(path: &Path, r: &Report, payload: usize) -> Result<(), BenchError> {
         .border_style(BLACK)
         .position(SeriesLabelPosition::LowerRight)
         .draw()?;
-    root.present()?;
+    Ok(())
+}
+
+/// One bar per transport, in M msgs/s.
+fn bars(area: &Area, r: &throughput::Report, payload: usize) -> Result<(), BenchError> {
+    let rows = throughput::rows(r);
+    let rates: Vec<f64> = rows.iter().map(|(_, run)| run.rate() / 1e6).collect();
+    let top = rates.iter().copied().fold(0.0, f64::max).max(1e-3) * 1.15;
+    let n = rows.len() as u32;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!("throughput, {payload} B payload"),
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d((0..n).into_segmented(), 0.0..top)?;
+    let label = |v: &SegmentValue<u32>| match v {
+        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => rows
+            .get(*i as usize)
+            // `zero-copy reserve/commit`: the part before the comma fits under a bar.
+            .map_or(String::new(), |(name, _)| {
+                name.split(',').next().unwrap_or_default().to_owned()
+            }),
+        SegmentValue::Last => String::new(),
+    };
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(rows.len())
+        .x_label_formatter(&label)
+        .y_desc("M msgs/s")
+        .draw()?;
+    chart.draw_series(rates.iter().enumerate().map(|(i, &v)| {
+        let i = i as u32;
+        let mut bar = Rectangle::new(
+            [
+                (SegmentValue::Exact(i), 0.0),
+                (SegmentValue::Exact(i + 1), v),
+            ],
+            RED.mix(0.7).filled(),
+        );
+        bar.set_margin(0, 0, 30, 30);
+        bar
+    }))?;
+    chart.draw_series(rates.iter().enumerate().map(|(i, &v)| {
+        Text::new(
+            format!("{v:.1} M"),
+            (SegmentValue::CenterOf(i as u32), v + top * 0.02),
+            ("sans-serif", 16),
+        )
+    }))?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 use tally::{ByteRing, Ring, TryRecvError};
 
+use super::progress::Progress;
 use super::{BenchArgs, BenchError, Mode, Peer, bench_name, read_payload};
 
 /// Messages per batch for the batch API.
@@ -21,7 +22,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn rate(&self) -> f64 {
+    pub fn rate(&self) -> f64 {
         self.msgs as f64 / self.seconds.max(1e-9)
     }
 }
@@ -32,12 +33,28 @@ pub struct Report {
     pub copy: Run,
 }
 
-pub fn run(args: &BenchArgs, cpus: (usize, usize)) -> Result<Report, BenchError> {
+/// Measurements of a throughput run, for the progress count.
+pub const STEPS: u32 = 3;
+
+pub fn run(
+    args: &BenchArgs,
+    cpus: (usize, usize),
+    progress: &mut Progress,
+) -> Result<Report, BenchError> {
     tally::__private::pin_to_cpu(cpus.0)?;
+    progress.step(&format!("throughput: zero-copy, {} s", args.seconds));
+    let single = stream(Mode::Stream, args, cpus)?;
+    progress.step(&format!(
+        "throughput: batches of {BATCH}, {} s",
+        args.seconds
+    ));
+    let batch = stream(Mode::StreamBatch, args, cpus)?;
+    progress.step(&format!("throughput: copying, {} s", args.seconds));
+    let copy = stream(Mode::StreamCopy, args, cpus)?;
     Ok(Report {
-        single: stream(Mode::Stream, args, cpus)?,
-        batch: stream(Mode::StreamBatch, args, cpus)?,
-        copy: stream(Mode::StreamCopy, args, cpus)?,
+        single,
+        batch,
+        copy,
     })
 }
 
@@ -181,32 +198,38 @@ pub fn to_json(r: &Report, args: &BenchArgs) -> Value {
     })
 }
 
+/// The rows of the throughput table and plot: README's names, in README's order.
+pub fn rows(r: &Report) -> [(String, &Run); 3] {
+    [
+        ("zero-copy reserve/commit, peek/release".into(), &r.single),
+        (format!("zero-copy batches of {BATCH}"), &r.batch),
+        ("copying try_send/try_recv".into(), &r.copy),
+    ]
+}
+
 pub fn print(r: &Report, args: &BenchArgs, cpus: (usize, usize)) {
+    let errors = r.single.errors + r.batch.errors + r.copy.errors;
     println!(
-        "throughput: {} B payload ({}), {} s per run, {} slots, CPUs {},{}; the consumer verifies every sequence number",
+        "Throughput, {} B payload, {} s per run ({}, {} slots, CPUs {},{}; consumer verifies every sequence number; errors: {errors})",
         args.payload,
+        args.seconds,
         if args.payload == 8 {
             "tally: Ring<u64>"
         } else {
             "tally: ByteRing"
         },
-        args.seconds,
         capacity(args.payload),
         cpus.0,
         cpus.1
     );
-    println!("{:<34} {:>14} {:>10} {:>8}", "", "msgs/s", "GB/s", "errors");
-    for (name, run) in [
-        ("zero-copy reserve/commit", &r.single),
-        (&*format!("zero-copy batches of {BATCH}"), &r.batch),
-        ("copying try_send/try_recv_into", &r.copy),
-    ] {
+    println!();
+    println!("{:<40} {:>12} {:>8}", "", "msgs/s", "GB/s");
+    for (name, run) in rows(r) {
         println!(
-            "{:<34} {:>14.0} {:>10.2} {:>8}",
+            "{:<40} {:>12} {:>8.2}",
             name,
-            run.rate(),
+            format!("{:.1} M", run.rate() / 1e6),
             run.rate() * args.payload as f64 / 1e9,
-            run.errors
         );
     }
     println!();
