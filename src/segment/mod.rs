@@ -61,6 +61,12 @@ pub enum Kind {
     SpscRing,
     /// A single-producer single-consumer ring of byte messages ([`crate::ByteRing`]).
     ByteRing,
+    /// A counting semaphore ([`crate::Semaphore`]).
+    Semaphore,
+    /// A mutex protecting a value in the segment ([`crate::Mutex`]).
+    Mutex,
+    /// A manual- or auto-reset event ([`crate::Event`]).
+    Event,
     /// A tag this build does not know.
     Unknown(u32),
 }
@@ -71,6 +77,9 @@ impl Kind {
             Kind::Bytes => 1,
             Kind::SpscRing => 2,
             Kind::ByteRing => 3,
+            Kind::Semaphore => 6,
+            Kind::Mutex => 7,
+            Kind::Event => 8,
             Kind::Unknown(t) => t,
         }
     }
@@ -80,6 +89,9 @@ impl Kind {
             1 => Kind::Bytes,
             2 => Kind::SpscRing,
             3 => Kind::ByteRing,
+            6 => Kind::Semaphore,
+            7 => Kind::Mutex,
+            8 => Kind::Event,
             t => Kind::Unknown(t),
         }
     }
@@ -90,6 +102,9 @@ impl Kind {
             Kind::Bytes => "bytes",
             Kind::SpscRing => "spsc-ring",
             Kind::ByteRing => "byte-ring",
+            Kind::Semaphore => "semaphore",
+            Kind::Mutex => "mutex",
+            Kind::Event => "event",
             Kind::Unknown(_) => "unknown",
         }
     }
@@ -199,5 +214,8 @@ pub use attach::set_create_hook;
 use debris::clear_abandoned;
 pub(crate) use debris::sweep_init_debris;
 use info::state_name;
-pub use info::{HolderInfo, RingInfo, RoleInfo, SegmentInfo, SweepOutcome};
+pub use info::{
+    EventInfo, HolderInfo, MutexInfo, RingInfo, RoleInfo, SegmentInfo, SemaphoreInfo, SweepOutcome,
+    SyncInfo,
+};
 use mapped::{Mapped, clear_record};
