@@ -6,6 +6,7 @@
 mod latency;
 pub mod peer;
 mod plot;
+mod sync;
 mod throughput;
 
 use std::io::{BufRead, BufReader};
@@ -24,6 +25,9 @@ pub enum Which {
     Latency,
     /// One-way stream rate, with and without the batch API, and copying.
     Throughput,
+    /// Semaphore, mutex and event: hand-off latency and uncontended cost, against
+    /// POSIX semaphores, a robust pthread mutex, a raw futex wake and the floor.
+    Sync,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -106,6 +110,13 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
             throughput::print(&report, &args, cpus);
         }
         out.insert("throughput".into(), throughput::to_json(&report, &args));
+    }
+    if matches!(args.which, Some(Which::Sync)) {
+        let report = sync::run(&args, cpus)?;
+        if !args.json {
+            sync::print(&report);
+        }
+        out.insert("sync".into(), sync::to_json(&report));
     }
     if args.json {
         let v = if out.len() == 1 {
