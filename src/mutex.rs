@@ -81,10 +81,21 @@ impl<T: Message> std::error::Error for LockError<'_, T> {}
 ///
 /// ```
 /// # let name = format!("doc-mutex-{}", std::process::id());
-/// let m = tally::Mutex::<u64>::create(&name, 0)?;
-/// *m.lock()? += 1;
-/// assert_eq!(*m.lock()?, 1);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// use tally::{LockError, Mutex};
+/// let m = Mutex::<u64>::create(&name, 0)?;
+/// *m.lock().unwrap() += 1;
+/// // After an owner's death: repair, then clear the mark.
+/// let mut guard = match m.lock() {
+///     Ok(g) => g,
+///     Err(LockError::Abandoned(mut g)) => {
+///         g.clear_abandoned();
+///         g
+///     }
+///     Err(e) => panic!("{e}"),
+/// };
+/// assert_eq!(*guard, 1);
+/// # drop(guard);
+/// # Ok::<(), tally::Error>(())
 /// ```
 pub struct Mutex<T: Message> {
     seg: Segment,
