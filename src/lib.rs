@@ -17,14 +17,19 @@ pub mod admin;
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
+mod event;
+#[cfg(not(loom))]
 mod message;
 #[cfg(not(loom))]
 mod mpmc;
+mod mutex;
 mod objects;
 #[cfg(not(loom))]
 mod ring;
 #[cfg(not(loom))]
 pub mod segment;
+#[cfg(not(loom))]
+mod semaphore;
 #[cfg(loom)]
 mod segment {
     pub(crate) mod heap;
@@ -38,12 +43,15 @@ mod wait;
 #[cfg(not(loom))]
 pub use error::{Error, Result};
 #[cfg(not(loom))]
+pub use event::{Event, EventWaitError, Reset};
+#[cfg(not(loom))]
 pub use message::{Field, Message, Schema};
 #[cfg(not(loom))]
 pub use mpmc::{
     MpmcByteConsumer, MpmcByteProducer, MpmcByteReadSlot, MpmcByteRing, MpmcByteWriteSlot,
     MpmcConsumer, MpmcProducer, MpmcReadSlot, MpmcRing, MpmcWriteSlot,
 };
+pub use mutex::{LockError, Mutex, MutexGuard};
 #[cfg(not(loom))]
 pub use objects::region::Region;
 #[cfg(not(loom))]
@@ -55,8 +63,11 @@ pub use ring::{
 };
 #[cfg(not(loom))]
 pub use segment::{
-    ClaimInfo, HolderInfo, Kind, Options, RingInfo, RoleInfo, SegmentInfo, SweepOutcome,
+    ClaimInfo, EventInfo, HolderInfo, Kind, MutexInfo, Options, RingInfo, RoleInfo, SegmentInfo,
+    SemaphoreInfo, SweepOutcome, SyncInfo,
 };
+#[cfg(not(loom))]
+pub use semaphore::{Flavor, Permit, Semaphore, SemaphorePostError, SemaphoreWaitError};
 /// `#[derive(tally::Message)]`: see the [`Message`](trait@Message) trait.
 #[cfg(all(feature = "derive", not(loom)))]
 pub use tally_derive::Message;
@@ -66,6 +77,12 @@ pub use tally_derive::Message;
 pub mod __private {
     //! Hooks for tally's own tests. Not part of the API.
     pub use crate::segment::set_create_hook;
+
+    /// Test hook: called with each step of a resource semaphore's acquire and release
+    /// (1-3, 11-13) and of an event's set (21), by the process doing the operation.
+    pub fn set_sync_step_hook(hook: fn(u32)) {
+        crate::objects::semaphore::set_step_hook(hook);
+    }
     pub use crate::sys::{
         block_termination_signals, default_sigpipe, futex_wait, futex_wake, monotonic_ns,
         pid_exists, pin_to_cpu, process_start_ticks, wait_termination_signal,

@@ -4,7 +4,7 @@ use std::io::{BufRead, Write};
 
 use serde_json::{Value, json};
 use tally::admin::{self, Creation, Holder};
-use tally::{Kind, Options, Region, Result, SegmentInfo};
+use tally::{Kind, Options, Region, Result, SegmentInfo, SyncInfo};
 
 use crate::Failure;
 use crate::human;
@@ -46,6 +46,7 @@ fn info_json(info: &SegmentInfo) -> Value {
         "created_unix_ms": info.created_unix_ms,
         "reclaimed_total": info.reclaimed_total,
         "ring": info.ring.as_ref().map(ring_json),
+        "sync": sync_json(info),
     })
 }
 
@@ -76,6 +77,75 @@ fn ring_json(r: &tally::RingInfo) -> Value {
         "redelivered": r.redelivered,
         "orphans": r.orphans,
     })
+}
+
+/// A semaphore's, mutex's or event's state as JSON (`null` for other kinds).
+fn sync_json(info: &SegmentInfo) -> Value {
+    match &info.sync {
+        Some(SyncInfo::Semaphore(s)) => json!({
+            "flavor": s.flavor,
+            "count": s.count,
+            "max": s.max,
+            "permits": s.permits.iter().map(|&(slot, n)| json!({"slot": slot, "pid": pid_of(info, slot), "held": n})).collect::<Vec<_>>(),
+            "pending": s.pending.map(|(slot, op)| json!({"slot": slot, "op": op})),
+            "sleepers": s.sleepers,
+        }),
+        Some(SyncInfo::Mutex(m)) => json!({
+            "owner_slot": m.owner_slot,
+            "owner_pid": m.owner_slot.and_then(|s| pid_of(info, s)),
+            "abandoned": m.abandoned,
+            "abandonments": m.abandonments,
+            "sleepers": m.sleepers,
+        }),
+        Some(SyncInfo::Event(e)) => json!({
+            "reset": if e.manual_reset { "manual" } else { "auto" },
+            "set": e.set,
+            "sleepers": e.sleepers,
+        }),
+        _ => Value::Null,
+    }
+}
+
+fn pid_of(info: &SegmentInfo, slot: u32) -> Option<u32> {
+    info.holders.iter().find(|h| h.slot == slot).map(|h| h.pid)
+}
+
+/// One line of a semaphore's, mutex's or event's state (empty for other kinds).
+fn sync_summary(info: &SegmentInfo) -> String {
+    match &info.sync {
+        Some(SyncInfo::Semaphore(s)) => {
+            let mut out = format!("{} {}/{} available", s.flavor, s.count, s.max);
+            for &(slot, n) in &s.permits {
+                let pid = pid_of(info, slot).map_or("?".into(), |p| p.to_string());
+                out += &format!(", slot {slot} (pid {pid}) holds {n}");
+            }
+            if let Some((slot, op)) = s.pending {
+                out += &format!(", {op} by slot {slot} pending");
+            }
+            out + &format!(", {} sleeping", s.sleepers)
+        }
+        Some(SyncInfo::Mutex(m)) => {
+            let owner = match m.owner_slot {
+                Some(slot) => {
+                    let pid = pid_of(info, slot).map_or("?".into(), |p| p.to_string());
+                    format!("locked by slot {slot} (pid {pid})")
+                }
+                None => "unlocked".into(),
+            };
+            format!(
+                "{owner}{}, {} sleeping",
+                if m.abandoned { ", abandoned" } else { "" },
+                m.sleepers
+            )
+        }
+        Some(SyncInfo::Event(e)) => format!(
+            "{}-reset, {}, {} sleeping",
+            if e.manual_reset { "manual" } else { "auto" },
+            if e.set { "set" } else { "not set" },
+            e.sleepers
+        ),
+        _ => String::new(),
+    }
 }
 
 fn print_json(v: &Value) {
@@ -180,6 +250,10 @@ pub fn ls(json: bool) -> std::result::Result<(), Failure> {
             live,
             info.holders.len() - live
         );
+        let state = sync_summary(info);
+        if !state.is_empty() {
+            println!("  {state}");
+        }
     }
     for (name, err, hint) in &unreadable {
         match hint {
@@ -321,6 +395,10 @@ pub fn inspect(name: &str, json: bool) -> std::result::Result<(), Failure> {
         human::time(info.created_unix_ms, now),
         info.creator_pid
     );
+    let state = sync_summary(&info);
+    if !state.is_empty() {
+        println!("state:       {state}");
+    }
     println!("refcount:    {}", info.refcount);
     println!("reclaimed:   {} dead holders so far", info.reclaimed_total);
     println!(

@@ -8,6 +8,10 @@ pub(crate) mod region;
 pub(crate) mod ring;
 pub(crate) mod role;
 
+pub(crate) mod event;
+pub(crate) mod mutex;
+pub(crate) mod semaphore;
+
 #[cfg(not(loom))]
 use crate::segment::{Kind, ObjectMem};
 
@@ -33,7 +37,105 @@ pub(crate) fn recover_any(kind: u32, mem: ObjectMem, slot: u32) {
                 view.recover(slot);
             }
         }
+        Kind::Semaphore => {
+            if let Some(view) = semaphore_view(mem) {
+                let returned = semaphore::recover(&view, slot);
+                if returned > 0 {
+                    let wake = &view.header().wake;
+                    // SYNC POINT: Release pairs with the sleeper's Acquire load of `seq`.
+                    wake.seq.fetch_add(1, crate::atomics::Ordering::Release);
+                    crate::sys::futex_wake(&wake.seq, returned);
+                }
+            }
+        }
+        Kind::Mutex => {
+            if let Some(view) = mutex_view(mem)
+                && mutex::recover(&view, slot)
+            {
+                crate::sys::futex_wake(view.word(), u32::MAX);
+            }
+        }
+        Kind::Event => {}
         Kind::Unknown(_) => {}
+    }
+}
+
+#[cfg(not(loom))]
+pub(crate) fn semaphore_view(mem: ObjectMem) -> Option<semaphore::SemView> {
+    // SAFETY: the segment layer hands us its mapped, 128-aligned object area.
+    let params = unsafe { semaphore::read_params(mem.ptr, mem.len) }.ok()?;
+    // SAFETY: validated just above against the area's length.
+    Some(unsafe { semaphore::SemView::new(mem.ptr, params) })
+}
+
+#[cfg(not(loom))]
+pub(crate) fn mutex_view(mem: ObjectMem) -> Option<mutex::MutexView> {
+    // SAFETY: as in `semaphore_view`.
+    unsafe { mutex::check(mem.ptr, mem.len) }.ok()?;
+    // SAFETY: validated just above.
+    Some(unsafe { mutex::MutexView::new(mem.ptr) })
+}
+
+#[cfg(not(loom))]
+pub(crate) fn event_view(mem: ObjectMem) -> Option<event::EventView> {
+    // SAFETY: as in `semaphore_view`.
+    let manual = unsafe { event::check(mem.ptr, mem.len) }.ok()?;
+    // SAFETY: validated just above.
+    Some(unsafe { event::EventView::new(mem.ptr, manual) })
+}
+
+#[cfg(not(loom))]
+/// What `tally inspect` shows of a semaphore, mutex or event in `mem`; `None` for other
+/// kinds or an invalid header.
+pub(crate) fn sync_info(kind: u32, mem: ObjectMem) -> Option<crate::segment::SyncInfo> {
+    use crate::atomics::Ordering;
+    use crate::segment::{EventInfo, MutexInfo, SemaphoreInfo, SyncInfo};
+    match Kind::from_tag(kind) {
+        Kind::Semaphore => {
+            let v = semaphore_view(mem)?;
+            let st = v.state();
+            let resource = v.params.flavor == semaphore::FLAVOR_RESOURCE;
+            Some(SyncInfo::Semaphore(SemaphoreInfo {
+                flavor: if resource { "resource" } else { "signal" },
+                count: st.avail,
+                max: v.params.max,
+                permits: if resource {
+                    (0..v.params.records)
+                        .map(|s| (s, v.held(s)))
+                        .filter(|&(_, n)| n > 0)
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                pending: (st.pending != 0).then(|| {
+                    (
+                        st.pending - 1,
+                        if st.release { "release" } else { "acquire" },
+                    )
+                }),
+                sleepers: v.header().wake.sleepers.load(Ordering::Relaxed),
+            }))
+        }
+        Kind::Mutex => {
+            let v = mutex_view(mem)?;
+            let st = v.state();
+            let line = &v.header().lock;
+            Some(SyncInfo::Mutex(MutexInfo {
+                owner_slot: st.owner.checked_sub(1),
+                abandoned: st.abandoned,
+                abandonments: line.abandonments.load(Ordering::Relaxed),
+                sleepers: line.sleepers.load(Ordering::Relaxed),
+            }))
+        }
+        Kind::Event => {
+            let v = event_view(mem)?;
+            Some(SyncInfo::Event(EventInfo {
+                manual_reset: v.manual,
+                set: v.load() & event::SET != 0,
+                sleepers: v.line().sleepers.load(Ordering::Relaxed),
+            }))
+        }
+        _ => None,
     }
 }
 

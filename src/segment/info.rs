@@ -72,6 +72,65 @@ pub struct SegmentInfo {
     /// For rings: capacity, fill and who holds which role. `None` for other kinds, or
     /// when the ring's header does not validate.
     pub ring: Option<RingInfo>,
+    /// For semaphores, mutexes and events: their state. `None` for other kinds, or
+    /// when the object's header does not validate.
+    pub sync: Option<SyncInfo>,
+}
+
+/// What `tally inspect` shows of a synchronization object (a snapshot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncInfo {
+    /// A [`crate::Semaphore`].
+    Semaphore(SemaphoreInfo),
+    /// A [`crate::Mutex`].
+    Mutex(MutexInfo),
+    /// An [`crate::Event`].
+    Event(EventInfo),
+}
+
+/// A semaphore's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SemaphoreInfo {
+    /// `"signal"` or `"resource"`.
+    pub flavor: &'static str,
+    /// Permits available now.
+    pub count: u32,
+    /// Maximum count, fixed at creation.
+    pub max: u32,
+    /// Resource flavour: `(holder slot, permits held)` for every slot holding any.
+    pub permits: Vec<(u32, u32)>,
+    /// An operation begun and not yet settled: `(holder slot, "acquire" | "release")`.
+    pub pending: Option<(u32, &'static str)>,
+    /// Waiters that may be asleep.
+    pub sleepers: u32,
+}
+
+/// A mutex's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MutexInfo {
+    /// The holder slot of the owner, if locked (its pid is in `SegmentInfo::holders`).
+    pub owner_slot: Option<u32>,
+    /// Whether an owner died holding it and the mark has not been cleared.
+    pub abandoned: bool,
+    /// Times the lock was taken from a dead owner.
+    pub abandonments: u64,
+    /// Lockers that may be asleep.
+    pub sleepers: u32,
+}
+
+/// An event's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventInfo {
+    /// Manual reset (`true`) or auto reset.
+    pub manual_reset: bool,
+    /// Whether it is set.
+    pub set: bool,
+    /// Waiters that may be asleep.
+    pub sleepers: u32,
 }
 
 /// What `tally inspect` shows of a ring (a snapshot: it may change as it is read).

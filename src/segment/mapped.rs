@@ -198,6 +198,7 @@ impl Mapped {
             reclaimed_total: h.reclaimed_total.load(Ordering::Relaxed),
             holders,
             ring: crate::objects::ring_info(self.layout.kind, self.object()),
+            sync: crate::objects::sync_info(self.layout.kind, self.object()),
         }
     }
 

@@ -65,6 +65,12 @@ pub enum Kind {
     MpmcRing,
     /// A multi-producer multi-consumer ring of byte messages ([`crate::MpmcByteRing`]).
     MpmcByteRing,
+    /// A counting semaphore ([`crate::Semaphore`]).
+    Semaphore,
+    /// A mutex protecting a value in the segment ([`crate::Mutex`]).
+    Mutex,
+    /// A manual- or auto-reset event ([`crate::Event`]).
+    Event,
     /// A tag this build does not know.
     Unknown(u32),
 }
@@ -77,6 +83,9 @@ impl Kind {
             Kind::ByteRing => 3,
             Kind::MpmcRing => 4,
             Kind::MpmcByteRing => 5,
+            Kind::Semaphore => 6,
+            Kind::Mutex => 7,
+            Kind::Event => 8,
             Kind::Unknown(t) => t,
         }
     }
@@ -88,6 +97,9 @@ impl Kind {
             3 => Kind::ByteRing,
             4 => Kind::MpmcRing,
             5 => Kind::MpmcByteRing,
+            6 => Kind::Semaphore,
+            7 => Kind::Mutex,
+            8 => Kind::Event,
             t => Kind::Unknown(t),
         }
     }
@@ -100,6 +112,9 @@ impl Kind {
             Kind::ByteRing => "byte-ring",
             Kind::MpmcRing => "mpmc-ring",
             Kind::MpmcByteRing => "mpmc-byte-ring",
+            Kind::Semaphore => "semaphore",
+            Kind::Mutex => "mutex",
+            Kind::Event => "event",
             Kind::Unknown(_) => "unknown",
         }
     }
@@ -209,5 +224,8 @@ pub use attach::set_create_hook;
 use debris::clear_abandoned;
 pub(crate) use debris::sweep_init_debris;
 use info::state_name;
-pub use info::{ClaimInfo, Creation, HolderInfo, RingInfo, RoleInfo, SegmentInfo, SweepOutcome};
+pub use info::{
+    ClaimInfo, Creation, EventInfo, HolderInfo, MutexInfo, RingInfo, RoleInfo, SegmentInfo,
+    SemaphoreInfo, SweepOutcome, SyncInfo,
+};
 use mapped::{Mapped, clear_record};

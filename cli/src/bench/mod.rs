@@ -8,6 +8,7 @@ mod latency;
 pub mod peer;
 mod plot;
 mod progress;
+mod sync;
 mod throughput;
 
 use std::io::{BufRead, BufReader};
@@ -30,6 +31,9 @@ pub enum Which {
     Latency,
     /// One-way stream rate, with and without the batch API, and copying.
     Throughput,
+    /// Semaphore, mutex and event: hand-off latency and uncontended cost, against
+    /// POSIX semaphores, a robust pthread mutex, a raw futex wake and the floor.
+    Sync,
 }
 
 /// Largest payload a run accepts.
@@ -216,6 +220,13 @@ fn measure(
         if !args.json {
             println!("plot: {}", t.path().display());
         }
+    }
+    if matches!(args.which, Some(Which::Sync)) {
+        let report = sync::run(args, cpus).map_err(failed)?;
+        if !args.json {
+            sync::print(&report);
+        }
+        out.insert("sync".into(), sync::to_json(&report));
     }
     if args.json {
         let mut v = if out.len() == 1 {
