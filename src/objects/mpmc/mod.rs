@@ -659,11 +659,14 @@ impl MpmcView {
         repaired
     }
 
-    /// Committed messages from `head` on, counted up to the capacity (a snapshot).
+    /// Committed messages between the `head` and `tail` hints, plus orphans waiting
+    /// for redelivery (a snapshot; reads at most one word per claimed position).
     pub(crate) fn committed(&self) -> u64 {
         let head = self.header().head.load(Ordering::Relaxed);
+        let tail = self.header().tail.load(Ordering::Relaxed);
+        let span = lap_diff(tail, head).clamp(0, self.geo.capacity as i64) as u64;
         let mut n = 0;
-        for k in 0..self.geo.capacity {
+        for k in 0..span {
             let pos = head.wrapping_add(k);
             let st = SlotState::decode(self.state(pos).load(Ordering::Acquire));
             if lap_diff(st.pos, pos) == 0 && st.phase == Phase::Committed {
