@@ -975,6 +975,11 @@ fn bench_mpmc_throughput_json_has_the_script_keys_and_no_errors() {
     assert_eq!(per.len(), 2, "{v}");
     assert_eq!(per.iter().sum::<u64>(), v["msgs"].as_u64().unwrap(), "{v}");
     assert_eq!(v["machine"]["cpus"], serde_json::json!([0, 1]), "{v}");
+    assert_eq!(
+        v["machine"]["load_average"].as_array().map(Vec::len),
+        Some(3),
+        "the load the figures were taken under: {v}"
+    );
     assert_eq!(v["tally_version"], env!("CARGO_PKG_VERSION"), "{v}");
 }
 
