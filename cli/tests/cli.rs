@@ -901,3 +901,161 @@ fn inspect_shows_ring_capacity_fill_and_roles() {
         Some(true)
     );
 }
+
+#[test]
+fn bench_mpmc_usage_errors_exit_2_before_measuring() {
+    let dir = std::env::temp_dir().join(unique(PREFIX, "mpmcbad"));
+    std::fs::create_dir(&dir).unwrap();
+    let svg = dir.join("never.svg");
+    let svg = svg.to_str().unwrap();
+    for args in [
+        &["bench", "--mpmc", "0,1"][..],
+        &["bench", "throughput", "--mpmc", "1,0"],
+        &["bench", "throughput", "--mpmc", "1"],
+        &["bench", "throughput", "--mpmc", "1,2,3"],
+        &["bench", "throughput", "--mpmc", "32,1"],
+        &["bench", "throughput", "--mpmc", "x,1"],
+        &["bench", "throughput", "--mpmc"],
+        // Latency is ping-pong of one producer and one consumer.
+        &["bench", "latency", "--mpmc", "2,2"],
+        &["bench", "--mpmc", "2,1", "--plot", svg],
+        &["bench", "sync", "--mpmc", "1,1"],
+        &["bench", "throughput", "--mpmc", "1,1", "--payload", "64"],
+    ] {
+        expect_error_line(args, 2);
+    }
+    let err = stderr_of(&tally(&["bench", "latency", "--mpmc", "2,2"]));
+    assert!(
+        err.contains("throughput --mpmc 2,2"),
+        "says what works: {err}"
+    );
+    let err = stderr_of(&tally(&["bench", "--mpmc", "0,1"]));
+    assert!(err.contains("--mpmc") && err.contains("1..=31"), "{err}");
+    assert!(
+        std::fs::read_dir(&dir).unwrap().next().is_none(),
+        "no plot file for a refused run"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bench_mpmc_throughput_json_has_the_script_keys_and_no_errors() {
+    if !two_cpus() {
+        return;
+    }
+    let v = tally_json(&[
+        "bench",
+        "throughput",
+        "--mpmc",
+        "2,2",
+        "--seconds",
+        "0.05",
+        "--json",
+        "--quiet",
+    ]);
+    let rate = |x: &Value| x["msgs_per_s"].as_f64().unwrap_or(-1.0);
+    assert!(rate(&v) > 0.0, "{v}");
+    assert!(rate(&v["baselines"]["spsc"]) > 0.0, "{v}");
+    assert!(rate(&v["baselines"]["array_queue"]) > 0.0, "{v}");
+    for run in [&v, &v["baselines"]["spsc"], &v["baselines"]["array_queue"]] {
+        assert_eq!(run["errors"], 0, "{v}");
+        assert!(run["msgs"].as_u64().unwrap() > 0, "{v}");
+    }
+    assert_eq!(
+        (v["producers"].as_u64(), v["consumers"].as_u64()),
+        (Some(2), Some(2))
+    );
+    // Two consumers, and each message counted once between them.
+    let per: Vec<u64> = v["per_consumer_msgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    assert_eq!(per.len(), 2, "{v}");
+    assert_eq!(per.iter().sum::<u64>(), v["msgs"].as_u64().unwrap(), "{v}");
+    assert_eq!(v["machine"]["cpus"], serde_json::json!([0, 1]), "{v}");
+    assert_eq!(
+        v["machine"]["load_average"].as_array().map(Vec::len),
+        Some(3),
+        "the load the figures were taken under: {v}"
+    );
+    assert_eq!(v["tally_version"], env!("CARGO_PKG_VERSION"), "{v}");
+}
+
+#[test]
+fn bench_mpmc_latency_json_has_p50_and_the_two_line_floor() {
+    if !two_cpus() {
+        return;
+    }
+    let v = tally_json(&[
+        "bench", "latency", "--mpmc", "1,1", "--iters", "400", "--json", "--quiet",
+    ]);
+    assert!(v["p50_ns"].as_u64().unwrap() > 0, "{v}");
+    for b in ["two_line", "spsc", "array_queue"] {
+        assert!(
+            v["baselines"][b]["p50_ns"].as_u64().unwrap() > 0,
+            "{b}: {v}"
+        );
+    }
+    assert!(v["mpmc_p50_vs_two_line_p50"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["iters"], 400, "{v}");
+}
+
+#[test]
+fn bench_mpmc_plain_run_prints_both_tables_progress_and_plot() {
+    if !two_cpus() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique(PREFIX, "mpmcplot"));
+    std::fs::create_dir(&dir).unwrap();
+    let svg = dir.join("mpmc.svg");
+    let out = tally(&[
+        "bench",
+        "--mpmc",
+        "1,1",
+        "--iters",
+        "400",
+        "--seconds",
+        "0.05",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{}; stderr: {err}", out.status);
+    let steps: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("tally bench: "))
+        .collect();
+    assert!(steps[0].starts_with("tally bench: 1/19 latency"), "{err}");
+    assert!(err.contains("19/19 throughput: ArrayQueue"), "{err}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "p50 / two-line p50",
+        "two lines (one per direction)",
+        "tally MpmcRing, 1 x 1 processes",
+        "tally Ring (SPSC)",
+        "crossbeam ArrayQueue, threads",
+        "x the two-line floor",
+        "msgs/s",
+        "crossbeam ArrayQueue, 1 + 1 threads",
+        "errors: 0",
+    ] {
+        assert!(text.contains(want), "{want:?} in: {text}");
+    }
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("tally MpmcRing, 1 x 1 processes") && l.contains(" M "))
+        .unwrap_or_else(|| panic!("rates in M msgs/s: {text}"));
+    assert!(row.contains(" 0 "), "no errors: {row}");
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        drawn.contains("M msgs/s") && drawn.contains("MpmcRing 1x1"),
+        "{drawn}"
+    );
+    assert!(
+        drawn.contains("two lines (one per direction)"),
+        "latency CDF drawn too"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -23,7 +23,7 @@ use super::{
 };
 
 /// Round trips timed before recording starts, as a fraction of `--iters`.
-const WARMUP_DIV: u64 = 10;
+pub const WARMUP_DIV: u64 = 10;
 /// Wake-ups measured for the parked-peer test, and the pause that lets the peer park.
 const WAKE_ITERS: u64 = 2_000;
 const WAKE_PAUSE: Duration = Duration::from_micros(300);
@@ -40,7 +40,7 @@ pub struct Report {
 
 /// The floors and tally are measured in alternating rounds whose histograms are
 /// merged, so a slow drift of this shared machine touches them alike.
-const ROUNDS: u64 = 4;
+pub const ROUNDS: u64 = 4;
 
 /// Measurements of a latency run, for the progress count: three per round, then pipe,
 /// socket and two wake tests.
@@ -92,7 +92,7 @@ pub fn run(
 }
 
 /// Times `iters` round trips of `round_trip(i)` after a warm-up; records RTT / 2.
-fn measure(
+pub fn measure(
     args: &BenchArgs,
     mut round_trip: impl FnMut(u64) -> Result<(), BenchError>,
 ) -> Result<Histogram<u64>, BenchError> {
@@ -135,7 +135,7 @@ pub const TWO_LINE_PONG: usize = 128;
 
 /// Each direction has a cache line of its own, one word in it: this side writes the
 /// ping line and polls the pong line, the peer the other way round.
-fn two_line(args: &BenchArgs, cpus: (usize, usize)) -> Result<Histogram<u64>, BenchError> {
+pub fn two_line(args: &BenchArgs, cpus: (usize, usize)) -> Result<Histogram<u64>, BenchError> {
     let name = bench_name("twoline");
     let region = Region::create(&name, 256)?;
     // SAFETY: the region is 128-byte aligned and 256 bytes long, so both words are in

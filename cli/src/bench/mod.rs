@@ -5,6 +5,7 @@
 //! The binary re-executes itself (`tally bench-peer ...`) for the other side.
 
 mod latency;
+mod mpmc;
 pub mod peer;
 mod plot;
 mod progress;
@@ -66,6 +67,11 @@ pub struct BenchArgs {
     /// M msgs/s, or both side by side. The file is created before the run.
     #[arg(long, value_name = "FILE.svg", global = true)]
     pub plot: Option<PathBuf>,
+    /// Measure the MPMC ring instead: P producer and C consumer processes (each 1 to
+    /// 31), against tally's SPSC ring and crossbeam's ArrayQueue with P + C threads.
+    /// Latency takes only 1,1.
+    #[arg(long, value_name = "P,C", global = true, value_parser = mpmc::parse_spec)]
+    pub mpmc: Option<mpmc::Spec>,
 }
 
 /// The two CPUs of a run.
@@ -127,6 +133,12 @@ pub enum Mode {
     Stream,
     StreamBatch,
     StreamCopy,
+    MpmcProduce,
+    MpmcConsume,
+    MpmcEcho,
+    SpscProduce,
+    SpscConsume,
+    SpscEcho,
 }
 
 pub type BenchError = Box<dyn std::error::Error>;
@@ -144,11 +156,22 @@ fn machine_json(cpus: (usize, usize)) -> Value {
         .unwrap_or_else(|| "unknown".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned());
+    // Other work on a shared machine moves every figure: the 1, 5 and 15 minute load
+    // averages when the run began.
+    let load: Vec<f64> = std::fs::read_to_string("/proc/loadavg")
+        .map(|s| {
+            s.split_whitespace()
+                .take(3)
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
     json!({
         "cpu_model": cpu_model,
         "cpus": [cpus.0, cpus.1],
         "online_cpus": online_cpus(),
         "kernel": kernel,
+        "load_average": load,
     })
 }
 
@@ -160,6 +183,9 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
             online_cpus()
         )));
     }
+    if let Some(spec) = args.mpmc {
+        check_mpmc(&args, spec)?;
+    }
     let target = args.plot.as_deref().map(plot::Target::claim).transpose()?;
     let result = measure(&args, cpus, target.as_ref());
     if let (Err(_), Some(t)) = (&result, target) {
@@ -168,14 +194,82 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
     result
 }
 
+/// What `--mpmc` refuses (exit 2), before anything is measured.
+fn check_mpmc(args: &BenchArgs, spec: mpmc::Spec) -> Result<(), Failure> {
+    if matches!(args.which, Some(Which::Sync)) {
+        return Err(Failure::Usage(
+            "--mpmc applies to latency and throughput, not sync".into(),
+        ));
+    }
+    if args.payload != 8 {
+        return Err(Failure::Usage(format!(
+            "--mpmc sends {}-byte messages (producer id, sequence number); --payload does not apply",
+            mpmc::MSG_BYTES
+        )));
+    }
+    if matches!(args.which, None | Some(Which::Latency)) && !spec.is_one_one() {
+        return Err(Failure::Usage(format!(
+            "latency takes --mpmc 1,1 only (ping-pong of one producer and one consumer), not {},{}; measure P,C with `tally bench throughput --mpmc {},{}`",
+            spec.producers, spec.consumers, spec.producers, spec.consumers
+        )));
+    }
+    Ok(())
+}
+
+/// `--mpmc`: the MPMC ring and its baselines, into `out`.
+fn measure_mpmc(
+    args: &BenchArgs,
+    spec: mpmc::Spec,
+    cpus: (usize, usize),
+    target: Option<&plot::Target>,
+    out: &mut serde_json::Map<String, Value>,
+) -> Result<(), Failure> {
+    let failed = |e: BenchError| Failure::Failed(e.to_string());
+    let do_latency = matches!(args.which, None | Some(Which::Latency));
+    let do_throughput = matches!(args.which, None | Some(Which::Throughput));
+    let mut progress = Progress::new(
+        u32::from(do_latency) * mpmc::LATENCY_STEPS
+            + u32::from(do_throughput) * mpmc::THROUGHPUT_STEPS,
+        args.quiet,
+    );
+    let mut lat = None;
+    if do_latency {
+        let report = mpmc::latency(args, cpus, &mut progress).map_err(failed)?;
+        if !args.json {
+            progress.clear();
+            mpmc::print_latency(&report, args, cpus);
+        }
+        out.insert("latency".into(), mpmc::latency_json(&report, args));
+        lat = Some(report);
+    }
+    let mut thr = None;
+    if do_throughput {
+        let report = mpmc::throughput(args, spec, cpus, &mut progress).map_err(failed)?;
+        if !args.json {
+            progress.clear();
+            mpmc::print_throughput(&report, args);
+        }
+        out.insert("throughput".into(), mpmc::throughput_json(&report, args));
+        thr = Some(report);
+    }
+    progress.finish();
+    if let Some(t) = target {
+        t.draw_mpmc(lat.as_ref(), thr.as_ref())?;
+        if !args.json {
+            println!("plot: {}", t.path().display());
+        }
+    }
+    Ok(())
+}
+
 fn measure(
     args: &BenchArgs,
     cpus: (usize, usize),
     target: Option<&plot::Target>,
 ) -> Result<(), Failure> {
     let failed = |e: BenchError| Failure::Failed(e.to_string());
-    let do_latency = matches!(args.which, None | Some(Which::Latency));
-    let do_throughput = matches!(args.which, None | Some(Which::Throughput));
+    let do_latency = args.mpmc.is_none() && matches!(args.which, None | Some(Which::Latency));
+    let do_throughput = args.mpmc.is_none() && matches!(args.which, None | Some(Which::Throughput));
     let machine = machine_json(cpus);
     let mut progress = Progress::new(
         u32::from(do_latency) * latency::STEPS + u32::from(do_throughput) * throughput::STEPS,
@@ -194,6 +288,9 @@ fn measure(
         println!();
     }
     let mut out = serde_json::Map::new();
+    if let Some(spec) = args.mpmc {
+        measure_mpmc(args, spec, cpus, target, &mut out)?;
+    }
     let mut lat = None;
     if do_latency {
         let report = latency::run(args, cpus, &mut progress).map_err(failed)?;
@@ -214,8 +311,10 @@ fn measure(
         out.insert("throughput".into(), throughput::to_json(&report, args));
         thr = Some(report);
     }
-    progress.finish();
-    if let Some(t) = target {
+    if args.mpmc.is_none() {
+        progress.finish();
+    }
+    if let (Some(t), None) = (target, args.mpmc) {
         t.draw(lat.as_ref(), thr.as_ref(), args.payload)?;
         if !args.json {
             println!("plot: {}", t.path().display());

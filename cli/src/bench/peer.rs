@@ -9,7 +9,7 @@ use clap::Args;
 use tally::{ByteRing, Region, ReserveError, Ring};
 
 use super::latency::{TWO_LINE_PING, TWO_LINE_PONG};
-use super::{BenchError, Mode, fill_payload, new_histogram, read_payload, summary};
+use super::{BenchError, Mode, fill_payload, mpmc, new_histogram, read_payload, summary};
 
 #[derive(Args, Clone, Debug)]
 pub struct PeerArgs {
@@ -29,9 +29,15 @@ pub struct PeerArgs {
     seconds: f64,
     #[arg(long, default_value_t = 256)]
     batch: usize,
+    /// `--mpmc` producers: this one's id.
+    #[arg(long, default_value_t = 0)]
+    id: u64,
+    /// `--mpmc` consumers: how many producers there are.
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
 }
 
-fn ready() -> Result<(), BenchError> {
+pub(super) fn ready() -> Result<(), BenchError> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready")?;
     out.flush()?;
@@ -197,6 +203,15 @@ pub fn run(a: PeerArgs) -> Result<(), BenchError> {
             println!("{}", summary(&h));
         }
         Mode::Stream | Mode::StreamBatch | Mode::StreamCopy => stream(&a)?,
+        Mode::MpmcProduce | Mode::SpscProduce => {
+            mpmc::peer_produce(a.mode, &a.name, a.id, a.seconds)?;
+        }
+        Mode::MpmcConsume | Mode::SpscConsume => {
+            mpmc::peer_consume(a.mode, &a.name, a.producers)?;
+        }
+        Mode::MpmcEcho | Mode::SpscEcho => {
+            mpmc::peer_echo(a.mode, &a.name, a.name2.as_deref().ok_or("--name2")?)?;
+        }
     }
     Ok(())
 }

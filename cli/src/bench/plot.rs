@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{BenchError, latency, throughput};
+use super::{BenchError, latency, mpmc, throughput};
 use crate::Failure;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
@@ -60,6 +60,65 @@ impl Target {
         thr: Option<&throughput::Report>,
         payload: usize,
     ) -> Result<(), Failure> {
+        self.render(
+            lat.map(|l| move |a: &Area| cdf(a, l, payload)),
+            thr.map(|t| move |a: &Area| bars(a, t, payload)),
+        )
+    }
+
+    /// Draws what an `--mpmc` run measured: the CDFs of the MPMC ring and its
+    /// baselines, and bars of each transport's rate.
+    pub fn draw_mpmc(
+        &self,
+        lat: Option<&mpmc::LatencyReport>,
+        thr: Option<&mpmc::ThroughputReport>,
+    ) -> Result<(), Failure> {
+        let colors = [RGBColor(128, 128, 128), RED, BLUE, GREEN];
+        self.render(
+            lat.map(|l| {
+                move |a: &Area| {
+                    let series: Vec<_> = mpmc::latency_rows(l)
+                        .into_iter()
+                        .zip(colors)
+                        .map(|((name, h), c)| (name, h, c))
+                        .collect();
+                    cdf_of(
+                        a,
+                        &format!(
+                            "one-way latency CDF, MPMC 1 x 1, {} B messages",
+                            mpmc::MSG_BYTES
+                        ),
+                        &series,
+                    )
+                }
+            }),
+            thr.map(|t| {
+                move |a: &Area| {
+                    let rows: Vec<(String, f64)> = mpmc::throughput_rows(t)
+                        .into_iter()
+                        .map(|(_, short, o)| (short, o.rate()))
+                        .collect();
+                    bars_of(
+                        a,
+                        &format!(
+                            "throughput, MPMC {} x {}, {} B messages",
+                            t.spec.producers,
+                            t.spec.consumers,
+                            mpmc::MSG_BYTES
+                        ),
+                        &rows,
+                    )
+                }
+            }),
+        )
+    }
+
+    /// A latency panel, a throughput panel, or both side by side.
+    fn render(
+        &self,
+        lat: Option<impl Fn(&Area) -> Result<(), BenchError>>,
+        thr: Option<impl Fn(&Area) -> Result<(), BenchError>>,
+    ) -> Result<(), Failure> {
         let failed =
             |e: BenchError| Failure::Failed(format!("drawing {}: {e}", self.path.display()));
         let width = if lat.is_some() && thr.is_some() {
@@ -72,10 +131,10 @@ impl Target {
         let drawn = match (lat, thr) {
             (Some(l), Some(t)) => {
                 let (left, right) = root.split_horizontally(900);
-                cdf(&left, l, payload).and_then(|()| bars(&right, t, payload))
+                l(&left).and_then(|()| t(&right))
             }
-            (Some(l), None) => cdf(&root, l, payload),
-            (None, Some(t)) => bars(&root, t, payload),
+            (Some(l), None) => l(&root),
+            (None, Some(t)) => t(&root),
             (None, None) => Ok(()),
         };
         drawn.map_err(failed)?;
@@ -96,6 +155,19 @@ fn cdf(area: &Area, r: &latency::Report, payload: usize) -> Result<(), BenchErro
         ("pipe", &r.pipe, BLUE),
         ("unix socket", &r.uds, GREEN),
     ];
+    cdf_of(
+        area,
+        &format!("one-way latency CDF, {payload} B payload"),
+        &series,
+    )
+}
+
+/// The CDF of each histogram of `series`, on a log scale of nanoseconds.
+fn cdf_of(
+    area: &Area,
+    caption: &str,
+    series: &[(&str, &Histogram<u64>, RGBColor)],
+) -> Result<(), BenchError> {
     let lo = series.iter().map(|s| s.1.min()).min().unwrap_or(1).max(1) as f64;
     let hi = series
         .iter()
@@ -103,10 +175,7 @@ fn cdf(area: &Area, r: &latency::Report, payload: usize) -> Result<(), BenchErro
         .max()
         .unwrap_or(2) as f64;
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("one-way latency CDF, {payload} B payload"),
-            ("sans-serif", 22),
-        )
+        .caption(caption, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(56)
@@ -116,7 +185,7 @@ fn cdf(area: &Area, r: &latency::Report, payload: usize) -> Result<(), BenchErro
         .x_desc("one-way latency (ns, log scale)")
         .y_desc("fraction of messages")
         .draw()?;
-    for (name, h, color) in series {
+    for &(name, h, color) in series {
         let total = h.len() as f64;
         let mut seen = 0u64;
         let points: Vec<(f64, f64)> = h
@@ -145,15 +214,26 @@ fn cdf(area: &Area, r: &latency::Report, payload: usize) -> Result<(), BenchErro
 
 /// One bar per transport, in M msgs/s.
 fn bars(area: &Area, r: &throughput::Report, payload: usize) -> Result<(), BenchError> {
-    let rows = throughput::rows(r);
-    let rates: Vec<f64> = rows.iter().map(|(_, run)| run.rate() / 1e6).collect();
+    let rows: Vec<(String, f64)> = throughput::rows(r)
+        .into_iter()
+        // `zero-copy reserve/commit`: the part before the comma fits under a bar.
+        .map(|(name, run)| {
+            (
+                name.split(',').next().unwrap_or_default().to_owned(),
+                run.rate(),
+            )
+        })
+        .collect();
+    bars_of(area, &format!("throughput, {payload} B payload"), &rows)
+}
+
+/// One bar per (label, msgs/s), labelled in M msgs/s.
+fn bars_of(area: &Area, caption: &str, rows: &[(String, f64)]) -> Result<(), BenchError> {
+    let rates: Vec<f64> = rows.iter().map(|(_, rate)| rate / 1e6).collect();
     let top = rates.iter().copied().fold(0.0, f64::max).max(1e-3) * 1.15;
     let n = rows.len() as u32;
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("throughput, {payload} B payload"),
-            ("sans-serif", 22),
-        )
+        .caption(caption, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(56)
@@ -161,10 +241,7 @@ fn bars(area: &Area, r: &throughput::Report, payload: usize) -> Result<(), Bench
     let label = |v: &SegmentValue<u32>| match v {
         SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => rows
             .get(*i as usize)
-            // `zero-copy reserve/commit`: the part before the comma fits under a bar.
-            .map_or(String::new(), |(name, _)| {
-                name.split(',').next().unwrap_or_default().to_owned()
-            }),
+            .map_or(String::new(), |(name, _)| name.clone()),
         SegmentValue::Last => String::new(),
     };
     chart
