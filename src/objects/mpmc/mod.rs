@@ -265,6 +265,47 @@ impl Geometry {
     }
 }
 
+/// How positions map to slots: consecutive positions go to different cache lines
+/// (position `i` to line `i % lines`, place `i / lines` in it), so a producer writing
+/// position `p + 1` and a consumer claiming `p` never share a line, which they would
+/// with slots of less than a line laid out in order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stripe {
+    mask: u64,
+    /// log2 of the slots sharing a 64-byte line (0 for slots of a line or more).
+    per_line_shift: u32,
+    /// log2 of `capacity >> per_line_shift`: how many lines the slots fill.
+    lines_shift: u32,
+}
+
+impl Stripe {
+    pub(crate) fn of(geo: &Geometry) -> Self {
+        // Slots smaller than a line are a power of two (see `Geometry::new`); a hostile
+        // stride that is not gets no striping, only the plain layout.
+        let per_line_shift = if geo.stride < 64 && geo.stride.is_power_of_two() {
+            (64 / geo.stride as u64)
+                .trailing_zeros()
+                .min(geo.capacity.trailing_zeros())
+        } else {
+            0
+        };
+        Stripe {
+            mask: geo.capacity - 1,
+            per_line_shift,
+            lines_shift: (geo.capacity >> per_line_shift).trailing_zeros(),
+        }
+    }
+
+    /// The slot index of position `pos`: a bijection of `0..capacity` (the line and
+    /// place fields are disjoint and both in range).
+    #[inline]
+    pub(crate) fn index(&self, pos: u64) -> usize {
+        let i = pos & self.mask;
+        let lines_mask = (1u64 << self.lines_shift) - 1;
+        (((i & lines_mask) << self.per_line_shift) | (i >> self.lines_shift)) as usize
+    }
+}
+
 /// Writes a fresh header, zero role counts and `Empty(i)` slot states at `base`.
 ///
 /// # Safety
@@ -305,12 +346,13 @@ pub(crate) unsafe fn init(base: *mut u8, geo: &Geometry) {
         unsafe { (base.add(roles + i * 4) as *mut AtomicU32).write(AtomicU32::new(0)) };
     }
     let slots = geo.slots_offset().expect("validated by object_len");
+    let stripe = Stripe::of(geo);
     for i in 0..geo.capacity {
         let state = SlotState::at(i, Phase::Empty, 0).encode();
         // SAFETY: slot i's state word lies inside the object area and is 8-aligned
         // (slots_offset and stride are multiples of 8).
         unsafe {
-            (base.add(slots + i as usize * geo.stride) as *mut AtomicU64)
+            (base.add(slots + stripe.index(i) * geo.stride) as *mut AtomicU64)
                 .write(AtomicU64::new(state))
         };
     }
@@ -406,6 +448,7 @@ pub(crate) struct MpmcView {
     roles: *const AtomicU32,
     slots: *mut u8,
     mask: u64,
+    stripe: Stripe,
     pub geo: Geometry,
 }
 
@@ -428,6 +471,7 @@ impl MpmcView {
             // SAFETY: as above.
             slots: unsafe { base.add(slots) },
             mask: geo.capacity - 1,
+            stripe: Stripe::of(&geo),
             geo,
         }
     }
@@ -444,10 +488,12 @@ impl MpmcView {
         (slot < self.geo.holders).then(|| unsafe { &*self.roles.add(slot as usize) })
     }
 
+    /// The slot of position `pos` (striped across lines: see [`Stripe`]).
     #[inline]
     fn slot(&self, pos: u64) -> *mut u8 {
-        // SAFETY: (pos & mask) < capacity: the slot lies inside the slots area.
-        unsafe { self.slots.add((pos & self.mask) as usize * self.geo.stride) }
+        // SAFETY: `Stripe::index` is below the capacity, so the slot lies inside the
+        // slots area.
+        unsafe { self.slots.add(self.stripe.index(pos) * self.geo.stride) }
     }
 
     #[inline]
@@ -787,6 +833,42 @@ mod tests {
         assert_eq!(lap_diff(POS_MASK, 0), -1);
         for raw in [0, u64::MAX, 1 << 63] {
             let _ = SlotState::decode(raw); // every word decodes
+        }
+    }
+
+    #[test]
+    fn stripes_are_a_bijection_and_spread_neighbours_over_lines() {
+        for (capacity, stride) in [
+            (1u64, 16usize),
+            (2, 32),
+            (8, 16),
+            (4096, 32),
+            (64, 128),
+            (16, 64),
+        ] {
+            let geo = Geometry {
+                capacity,
+                stride,
+                payload_offset: 8,
+                payload_size: 8,
+                flavor: FLAVOR_TYPED,
+                holders: 1,
+            };
+            let s = Stripe::of(&geo);
+            let mut seen = vec![false; capacity as usize];
+            for p in 0..capacity {
+                let i = s.index(p);
+                assert!(!seen[i], "{capacity}x{stride}: {p} collides");
+                seen[i] = true;
+                if capacity * stride as u64 >= 128 && stride < 64 {
+                    let line = |q: u64| s.index(q) * stride / 64;
+                    assert_ne!(
+                        line(p),
+                        line(p + 1),
+                        "{capacity}x{stride}: {p} shares a line"
+                    );
+                }
+            }
         }
     }
 }
