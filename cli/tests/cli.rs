@@ -863,6 +863,81 @@ fn bench_tables_use_the_readme_names_and_units() {
 }
 
 #[test]
+fn bench_sync_json_has_the_issue_keys_and_times_spinning_hand_offs_as_rtt_half() {
+    if !two_cpus() {
+        return;
+    }
+    let child = Command::new(BIN)
+        .args(["bench", "sync", "--iters", "400", "--json", "--quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tally");
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}; {}", out.status, stderr_of(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bench sync --json prints JSON");
+    let num = |path: &str| {
+        let x = path.split('.').fold(&v, |v, k| &v[k]);
+        x.as_f64()
+            .unwrap_or_else(|| panic!("{path} is not a number: {v}"))
+    };
+    for key in [
+        "mutex.uncontended_ns",
+        "mutex.handoff_sleep_p50_ns",
+        "mutex.handoff_spin_p50_ns",
+        "semaphore.uncontended_ns",
+        "semaphore.handoff_sleep_p50_ns",
+        "semaphore.handoff_spin_p50_ns",
+        "event.handoff_sleep_p50_ns",
+        "baselines.pthread_robust_mutex.uncontended_ns",
+        "baselines.posix_semaphore.uncontended_ns",
+        "baselines.posix_semaphore.handoff_sleep_p50_ns",
+        "baselines.futex.wake_p50_ns",
+        "baselines.two_line.p50_ns",
+        "baselines.floor.p50_ns",
+    ] {
+        assert!(num(key) > 0.0, "{key}: {v}");
+    }
+    for key in [
+        "mutex_uncontended_vs_pthread_robust",
+        "mutex_sleep_vs_futex_wake",
+        "semaphore_sleep_vs_futex_wake",
+        "event_sleep_vs_futex_wake",
+        "mutex_spin_vs_two_line",
+        "semaphore_spin_vs_two_line",
+    ] {
+        assert!(v["ratios"][key].as_f64().unwrap_or(0.0) > 0.0, "{key}: {v}");
+    }
+    let spin = v["method"]["spin"].as_str().unwrap_or_default();
+    assert!(spin.starts_with("round trip / 2 on one clock"), "{v}");
+    // 400 round trips, split over 4 rounds of each spinning measurement.
+    assert_eq!(v["spin_round_trips"], 400, "{v}");
+    assert_eq!(v["machine"]["cpus"], serde_json::json!([0, 1]), "{v}");
+    // Every object the run created is gone.
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.contains(&format!("bench-{pid}-")))
+        .collect();
+    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
+
+    let out = tally(&["bench", "sync", "--iters", "400", "--quiet"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "spin RTT/2",
+        "spin: round trip / 2 on one clock",
+        "two lines, one per direction",
+        "spinning hand-off (RTT/2) / two-line floor (RTT/2)",
+        "sleeping hand-off / futex wake",
+    ] {
+        assert!(text.contains(want), "{want:?} in: {text}");
+    }
+}
+
+#[test]
 fn inspect_shows_ring_capacity_fill_and_roles() {
     let name = unique(PREFIX, "ringinfo");
     let ring = tally::Ring::<u64>::create(&name, 8).unwrap();

@@ -109,7 +109,7 @@ fn measure(
     Ok(h)
 }
 
-fn floor(args: &BenchArgs, cpus: (usize, usize)) -> Result<Histogram<u64>, BenchError> {
+pub(super) fn floor(args: &BenchArgs, cpus: (usize, usize)) -> Result<Histogram<u64>, BenchError> {
     let name = bench_name("floor");
     let region = Region::create(&name, 128)?;
     // SAFETY: the region is 128-byte aligned and at least 8 bytes long, and lives
@@ -135,7 +135,10 @@ pub const TWO_LINE_PONG: usize = 128;
 
 /// Each direction has a cache line of its own, one word in it: this side writes the
 /// ping line and polls the pong line, the peer the other way round.
-fn two_line(args: &BenchArgs, cpus: (usize, usize)) -> Result<Histogram<u64>, BenchError> {
+pub(super) fn two_line(
+    args: &BenchArgs,
+    cpus: (usize, usize),
+) -> Result<Histogram<u64>, BenchError> {
     let name = bench_name("twoline");
     let region = Region::create(&name, 256)?;
     // SAFETY: the region is 128-byte aligned and 256 bytes long, so both words are in
