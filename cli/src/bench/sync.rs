@@ -19,7 +19,9 @@
 //! timestamp, stores it in shared memory and releases (unlock / post / set / futex wake);
 //! the waiter takes its own timestamp when its wait returns. A round starts only once the
 //! waiter's state in /proc is `S` (asleep). The two CPUs' clocks may differ by a few
-//! hundred ns, which is noise against 10–25 µs but not against a spinning hand-off.
+//! hundred ns, which is noise against 10–25 µs but not against a spinning hand-off. The
+//! five sleeping contenders run in alternating rounds too, and the uncontended costs in
+//! alternating runs (the best of each), so a burst of load lands on all of them alike.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -183,6 +185,8 @@ trait Handoff {
     fn child_setup(&mut self) -> Result<(), BenchError>;
     /// In the waiter: wait (returns when released).
     fn child_wait(&mut self);
+    /// In the waiter, after its last round: close its own handles.
+    fn child_teardown(&mut self) {}
     /// In the releaser, before arming a round (e.g. take the lock).
     fn prepare(&mut self) {}
     /// In the releaser: release the waiter.
@@ -190,18 +194,17 @@ trait Handoff {
 }
 
 /// Forks a waiter pinned to `cpus.1` and measures `rounds` one-way hand-offs to it, each
-/// once it sleeps; returns the p50.
+/// once it sleeps.
 fn handoff(
     map: &SharedMap,
     h: &mut dyn Handoff,
     rounds: u64,
     cpus: (usize, usize),
-) -> Result<u64, BenchError> {
+) -> Result<Histogram<u64>, BenchError> {
     let ctl = map.ctl();
     for w in [&ctl.go.0, &ctl.armed.0, &ctl.done.0, &ctl.t0.0, &ctl.lat.0] {
         w.store(0, Ordering::Relaxed);
     }
-    ctl.futex.0.store(0, Ordering::Relaxed);
     let pid = fork_pinned(cpus.1, || child(ctl, h, rounds))?;
     let mut hist = new_histogram();
     let result = (|| -> Result<(), BenchError> {
@@ -224,7 +227,7 @@ fn handoff(
         Ok(())
     })();
     reap(pid, result)?;
-    Ok(hist.value_at_quantile(0.5))
+    Ok(hist)
 }
 
 fn child(ctl: &Ctl, h: &mut dyn Handoff, rounds: u64) -> Result<(), BenchError> {
@@ -238,6 +241,7 @@ fn child(ctl: &Ctl, h: &mut dyn Handoff, rounds: u64) -> Result<(), BenchError> 
         ctl.lat.0.store(t1.saturating_sub(t0), Ordering::Relaxed);
         ctl.done.0.store(r, Ordering::Release);
     }
+    h.child_teardown();
     Ok(())
 }
 
@@ -249,6 +253,9 @@ struct MutexHandoff<'a> {
 }
 
 impl Handoff for MutexHandoff<'_> {
+    fn child_teardown(&mut self) {
+        self.child = None;
+    }
     fn child_setup(&mut self) -> Result<(), BenchError> {
         let mut m = Mutex::<u64>::open(&self.name)?;
         m.set_spin(Duration::ZERO);
@@ -275,6 +282,9 @@ struct SemHandoff<'a> {
 }
 
 impl Handoff for SemHandoff<'_> {
+    fn child_teardown(&mut self) {
+        self.child = None;
+    }
     fn child_setup(&mut self) -> Result<(), BenchError> {
         let mut s = Semaphore::open(&self.name)?;
         s.set_spin(Duration::ZERO);
@@ -297,6 +307,9 @@ struct EventHandoff<'a> {
 }
 
 impl Handoff for EventHandoff<'_> {
+    fn child_teardown(&mut self) {
+        self.child = None;
+    }
     fn child_setup(&mut self) -> Result<(), BenchError> {
         let mut e = Event::open(&self.name)?;
         e.set_spin(Duration::ZERO);
@@ -464,23 +477,22 @@ fn mutex_spin(
     h
 }
 
-/// Nanoseconds per iteration of `f`, the best of three runs of `n`.
+/// Rounds of the uncontended measurement (each contender once per round).
+const UNCONTENDED_ROUNDS: u32 = 5;
+
+/// Nanoseconds per iteration of `f`, over `n` iterations.
 fn per_op(n: u64, mut f: impl FnMut()) -> f64 {
-    (0..3)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..n {
-                f();
-            }
-            start.elapsed().as_nanos() as f64 / n as f64
-        })
-        .fold(f64::INFINITY, f64::min)
+    let start = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
 }
 
 pub fn run(args: &BenchArgs, cpus: (usize, usize)) -> Result<Report, BenchError> {
     tally::__private::pin_to_cpu(cpus.0)?;
     let rounds = (args.iters / 100).clamp(100, 5000);
-    let n = 2_000_000;
+    let n = 1_000_000;
     let map = SharedMap::new()?;
     let ctl = map.ctl();
     let round_args = BenchArgs {
@@ -488,7 +500,7 @@ pub fn run(args: &BenchArgs, cpus: (usize, usize)) -> Result<Report, BenchError>
         ..args.clone()
     };
     let mut rep = Report {
-        rounds,
+        rounds: rounds.div_ceil(ROUNDS) * ROUNDS,
         round_trips: round_args.iters * ROUNDS,
         ..Report::default()
     };
@@ -520,112 +532,163 @@ pub fn run(args: &BenchArgs, cpus: (usize, usize)) -> Result<Report, BenchError>
     rep.sem_spin = sem_h.value_at_quantile(0.5);
     drop((ms, sa, sb));
 
-    // tally mutex
+    // Uncontended cost: the four contenders in alternating rounds, the best round of
+    // each, so a burst of load on this shared machine does not land on one of them only.
     let mname = bench_name("mtx");
     let m = Mutex::<u64>::create(&mname, 0)?;
-    rep.mutex_uncontended = per_op(n, || {
-        if let Ok(g) = m.lock() {
-            drop(g);
-        }
-    });
-    rep.mutex_sleep = handoff(
-        &map,
-        &mut MutexHandoff {
-            name: mname.clone(),
-            parent: &m,
-            held: None,
-            child: None,
-        },
-        rounds,
-        cpus,
-    )?;
-    drop(m);
-
-    // tally semaphore (signal flavour)
     let sname = bench_name("sem");
     let s = Semaphore::create(&sname, 1, 1)?;
-    rep.sem_uncontended = per_op(n, || {
-        let _ = std::hint::black_box(s.wait());
-        let _ = s.post(1);
-    });
-    s.wait()?; // count 0: every round's waiter blocks
-    rep.sem_sleep = handoff(
-        &map,
-        &mut SemHandoff {
-            name: sname.clone(),
-            parent: &s,
-            child: None,
-        },
-        rounds,
-        cpus,
-    )?;
-    drop(s);
-    // tally event (auto reset)
+    let pm = PthreadMutex::init(&map.ctl().pthread.0);
+    let ps = PosixNamed::open(&bench_name("posix"))?;
+    let mut best = [f64::INFINITY; 4];
+    for _ in 0..UNCONTENDED_ROUNDS {
+        let times = [
+            per_op(n, || {
+                if let Ok(g) = m.lock() {
+                    drop(g);
+                }
+            }),
+            per_op(n, || {
+                let _ = std::hint::black_box(s.wait());
+                let _ = s.post(1);
+            }),
+            per_op(n, || pm.lock_unlock()),
+            per_op(n, || ps.wait_post()),
+        ];
+        for (b, t) in best.iter_mut().zip(times) {
+            *b = b.min(t);
+        }
+    }
+    drop(pm);
+    [
+        rep.mutex_uncontended,
+        rep.sem_uncontended,
+        rep.pthread_uncontended,
+        rep.posix_uncontended,
+    ] = best;
+
+    // Sleeping hand-offs, one-way, the five contenders in alternating rounds whose
+    // histograms are merged. Semaphores at count 0: every round's waiter blocks.
+    s.wait()?;
+    // SAFETY: a live semaphore from sem_open; count 1 → 0.
+    unsafe { libc::sem_wait(ps.sem) };
     let ename = bench_name("evt");
     let e = Event::create(&ename, Reset::Auto)?;
-    let mut h = EventHandoff {
-        name: ename.clone(),
+    let mut mutex_h = MutexHandoff {
+        name: mname,
+        parent: &m,
+        held: None,
+        child: None,
+    };
+    let mut sem_h = SemHandoff {
+        name: sname,
+        parent: &s,
+        child: None,
+    };
+    let mut event_h = EventHandoff {
+        name: ename,
         parent: &e,
         child: None,
     };
-    rep.event_sleep = handoff(&map, &mut h, rounds, cpus)?;
-    drop(e);
-
-    // robust, process-shared pthread mutex in shared memory
-    let pm = &map.ctl().pthread.0 as *const _ as *mut libc::pthread_mutex_t;
-    // SAFETY: initialising a mutex in our shared mapping with a fresh attribute object;
-    // every pointer is to live, writable memory.
-    unsafe {
-        let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-        libc::pthread_mutexattr_init(&mut attr);
-        libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
-        libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
-        libc::pthread_mutex_init(pm, &attr);
-        libc::pthread_mutexattr_destroy(&mut attr);
+    let mut posix_h = PosixSem(ps.sem);
+    let mut futex_h = Futex {
+        word: &ctl.futex.0,
+        round: 0,
+    };
+    let mut contenders: [(&mut dyn Handoff, Histogram<u64>); 5] = [
+        (&mut mutex_h, new_histogram()),
+        (&mut sem_h, new_histogram()),
+        (&mut event_h, new_histogram()),
+        (&mut posix_h, new_histogram()),
+        (&mut futex_h, new_histogram()),
+    ];
+    for _ in 0..ROUNDS {
+        for (h, hist) in contenders.iter_mut() {
+            hist.add(handoff(&map, *h, rounds.div_ceil(ROUNDS), cpus)?)?;
+        }
     }
-    rep.pthread_uncontended = per_op(n, || {
+    [
+        rep.mutex_sleep,
+        rep.sem_sleep,
+        rep.event_sleep,
+        rep.posix_sleep,
+        rep.futex_wake,
+    ] = contenders.map(|(_, h)| h.value_at_quantile(0.5));
+    Ok(rep)
+}
+
+/// A robust, process-shared pthread mutex in our shared mapping; destroyed on drop.
+struct PthreadMutex(*mut libc::pthread_mutex_t);
+
+impl PthreadMutex {
+    fn init(at: &libc::pthread_mutex_t) -> Self {
+        let pm = at as *const _ as *mut libc::pthread_mutex_t;
+        // SAFETY: initialising a mutex in our shared mapping (zeroed, unused) with a
+        // fresh attribute object; every pointer is to live, writable memory.
+        unsafe {
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            libc::pthread_mutexattr_init(&mut attr);
+            libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
+            libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
+            libc::pthread_mutex_init(pm, &attr);
+            libc::pthread_mutexattr_destroy(&mut attr);
+        }
+        PthreadMutex(pm)
+    }
+
+    #[inline]
+    fn lock_unlock(&self) {
         // SAFETY: an initialised robust mutex in live shared memory.
         unsafe {
-            libc::pthread_mutex_lock(pm);
-            libc::pthread_mutex_unlock(pm);
+            libc::pthread_mutex_lock(self.0);
+            libc::pthread_mutex_unlock(self.0);
         }
-    });
-    // SAFETY: unlocked and no longer used.
-    unsafe { libc::pthread_mutex_destroy(pm) };
-
-    // POSIX named semaphore
-    let pname = std::ffi::CString::new(format!("/{}", bench_name("posix")))?;
-    // SAFETY: a valid NUL-terminated name; O_CREAT|O_EXCL with mode and initial value.
-    let ps = unsafe { libc::sem_open(pname.as_ptr(), libc::O_CREAT | libc::O_EXCL, 0o600, 1) };
-    if ps == libc::SEM_FAILED {
-        return Err(std::io::Error::last_os_error().into());
     }
-    // SAFETY: a live semaphore from sem_open.
-    rep.posix_uncontended = per_op(n, || unsafe {
-        libc::sem_wait(ps);
-        libc::sem_post(ps);
-    });
-    // SAFETY: as above; count 1 → 0 so every round's waiter blocks.
-    unsafe { libc::sem_wait(ps) };
-    let r = handoff(&map, &mut PosixSem(ps), rounds, cpus);
-    // SAFETY: closes and unlinks what we opened.
-    unsafe {
-        libc::sem_close(ps);
-        libc::sem_unlink(pname.as_ptr());
-    }
-    rep.posix_sleep = r?;
+}
 
-    // raw futex wake
-    rep.futex_wake = handoff(
-        &map,
-        &mut Futex {
-            word: &ctl.futex.0,
-            round: 0,
-        },
-        rounds,
-        cpus,
-    )?;
-    Ok(rep)
+impl Drop for PthreadMutex {
+    fn drop(&mut self) {
+        // SAFETY: initialised, unlocked, and no longer used.
+        unsafe { libc::pthread_mutex_destroy(self.0) };
+    }
+}
+
+/// A POSIX named semaphore (count 1 at creation); closed and unlinked on drop, so an
+/// error anywhere in the run leaves nothing in /dev/shm.
+struct PosixNamed {
+    sem: *mut libc::sem_t,
+    name: std::ffi::CString,
+}
+
+impl PosixNamed {
+    fn open(name: &str) -> Result<Self, BenchError> {
+        let name = std::ffi::CString::new(format!("/{name}"))?;
+        // SAFETY: a valid NUL-terminated name; O_CREAT|O_EXCL with mode and initial value.
+        let sem = unsafe { libc::sem_open(name.as_ptr(), libc::O_CREAT | libc::O_EXCL, 0o600, 1) };
+        if sem == libc::SEM_FAILED {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(PosixNamed { sem, name })
+    }
+
+    #[inline]
+    fn wait_post(&self) {
+        // SAFETY: a live semaphore from sem_open.
+        unsafe {
+            libc::sem_wait(self.sem);
+            libc::sem_post(self.sem);
+        }
+    }
+}
+
+impl Drop for PosixNamed {
+    fn drop(&mut self) {
+        // SAFETY: closes and unlinks what `open` opened, once.
+        unsafe {
+            libc::sem_close(self.sem);
+            libc::sem_unlink(self.name.as_ptr());
+        }
+    }
 }
 
 fn r1(x: f64) -> f64 {
@@ -643,7 +706,7 @@ fn ratio(a: f64, b: f64) -> f64 {
 
 /// How each column is measured, for the JSON and the table.
 const METHOD_SPIN: &str = "round trip / 2 on one clock: the other process (forked, pinned, spinning) answers each hand-off with one back (semaphores A and B; a baton over three mutexes); p50 over all round trips, in rounds alternating with bench latency's two floors (one shared cache line; one line per direction), timed the same way";
-const METHOD_SLEEP: &str = "one-way: the releaser's CLOCK_MONOTONIC stamp to the waiter's, taken on two CPUs, each round once the waiter sleeps (/proc state S); p50";
+const METHOD_SLEEP: &str = "one-way: the releaser's CLOCK_MONOTONIC stamp to the waiter's, taken on two CPUs, each hand-off once the waiter sleeps (/proc state S); p50, the five contenders in alternating rounds";
 const METHOD_UNCONTENDED: &str =
     "ns per pair (lock+unlock, wait+post) in one process, best of three runs of 2,000,000";
 
