@@ -912,6 +912,8 @@ fn bench_sync_json_has_the_issue_keys_and_times_spinning_hand_offs_as_rtt_half()
     }
     let spin = v["method"]["spin"].as_str().unwrap_or_default();
     assert!(spin.starts_with("round trip / 2 on one clock"), "{v}");
+    let unc = v["method"]["uncontended"].as_str().unwrap_or_default();
+    assert!(unc.contains("alternating runs"), "{v}");
     // 400 round trips, split over 4 rounds of each spinning measurement.
     assert_eq!(v["spin_round_trips"], 400, "{v}");
     assert_eq!(v["machine"]["cpus"], serde_json::json!([0, 1]), "{v}");

@@ -707,8 +707,7 @@ fn ratio(a: f64, b: f64) -> f64 {
 /// How each column is measured, for the JSON and the table.
 const METHOD_SPIN: &str = "round trip / 2 on one clock: the other process (forked, pinned, spinning) answers each hand-off with one back (semaphores A and B; a baton over three mutexes); p50 over all round trips, in rounds alternating with bench latency's two floors (one shared cache line; one line per direction), timed the same way";
 const METHOD_SLEEP: &str = "one-way: the releaser's CLOCK_MONOTONIC stamp to the waiter's, taken on two CPUs, each hand-off once the waiter sleeps (/proc state S); p50, the five contenders in alternating rounds";
-const METHOD_UNCONTENDED: &str =
-    "ns per pair (lock+unlock, wait+post) in one process, best of three runs of 2,000,000";
+const METHOD_UNCONTENDED: &str = "ns per pair (lock+unlock, wait+post) in one process: the best of 5 runs of 1,000,000, the four contenders in alternating runs";
 
 pub fn to_json(r: &Report) -> Value {
     let f = |x: u64| x as f64;
