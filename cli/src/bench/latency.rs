@@ -109,7 +109,7 @@ pub fn measure(
     Ok(h)
 }
 
-fn floor(args: &BenchArgs, cpus: (usize, usize)) -> Result<Histogram<u64>, BenchError> {
+pub(super) fn floor(args: &BenchArgs, cpus: (usize, usize)) -> Result<Histogram<u64>, BenchError> {
     let name = bench_name("floor");
     let region = Region::create(&name, 128)?;
     // SAFETY: the region is 128-byte aligned and at least 8 bytes long, and lives
