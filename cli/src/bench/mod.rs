@@ -5,6 +5,7 @@
 //! The binary re-executes itself (`tally bench-peer ...`) for the other side.
 
 mod latency;
+mod lifecycle;
 pub mod peer;
 mod plot;
 mod progress;
@@ -34,6 +35,9 @@ pub enum Which {
     /// Semaphore, mutex and event: hand-off latency and uncontended cost, against
     /// POSIX semaphores, a robust pthread mutex, a raw futex wake and the floor.
     Sync,
+    /// Create, open, close and sweep of named objects, with 1 to 512 other holder
+    /// processes, against the raw shm system calls and POSIX named semaphores.
+    Lifecycle(lifecycle::LifecycleArgs),
 }
 
 /// Largest payload a run accepts.
@@ -176,9 +180,16 @@ fn measure(
     let failed = |e: BenchError| Failure::Failed(e.to_string());
     let do_latency = matches!(args.which, None | Some(Which::Latency));
     let do_throughput = matches!(args.which, None | Some(Which::Throughput));
+    let lifecycle_args = match args.which {
+        None => Some(lifecycle::LifecycleArgs::default()),
+        Some(Which::Lifecycle(la)) => Some(la),
+        _ => None,
+    };
     let machine = machine_json(cpus);
     let mut progress = Progress::new(
-        u32::from(do_latency) * latency::STEPS + u32::from(do_throughput) * throughput::STEPS,
+        u32::from(do_latency) * latency::STEPS
+            + u32::from(do_throughput) * throughput::STEPS
+            + u32::from(lifecycle_args.is_some()) * lifecycle::STEPS,
         args.quiet,
     );
     if !args.json {
@@ -213,6 +224,14 @@ fn measure(
         }
         out.insert("throughput".into(), throughput::to_json(&report, args));
         thr = Some(report);
+    }
+    if let Some(la) = lifecycle_args {
+        let report = lifecycle::run(&la, cpus, &mut progress).map_err(failed)?;
+        if !args.json {
+            progress.clear();
+            lifecycle::print(&report);
+        }
+        out.insert("lifecycle".into(), lifecycle::to_json(&report));
     }
     progress.finish();
     if let Some(t) = target {
