@@ -187,9 +187,7 @@ fn measure(
     };
     let machine = machine_json(cpus);
     let mut progress = Progress::new(
-        u32::from(do_latency) * latency::STEPS
-            + u32::from(do_throughput) * throughput::STEPS
-            + u32::from(lifecycle_args.is_some()) * lifecycle::STEPS,
+        u32::from(do_latency) * latency::STEPS + u32::from(do_throughput) * throughput::STEPS,
         args.quiet,
     );
     if !args.json {
@@ -226,9 +224,11 @@ fn measure(
         thr = Some(report);
     }
     if let Some(la) = lifecycle_args {
-        let report = lifecycle::run(&la, cpus, &mut progress).map_err(failed)?;
+        // Steps of their own ("1/6 lifecycle: ..."), after the others.
+        let mut steps = Progress::new(lifecycle::STEPS, args.quiet);
+        let report = lifecycle::run(&la, cpus, &mut steps).map_err(failed)?;
+        steps.clear();
         if !args.json {
-            progress.clear();
             lifecycle::print(&report);
         }
         out.insert("lifecycle".into(), lifecycle::to_json(&report));
