@@ -419,9 +419,8 @@ fn build_temp(
         len: layout.object_len,
     };
     (spec.init)(object);
-    // The admin lock stays held: `create` takes it again through the same open file
-    // description, which the kernel grants at once (a description never conflicts with
-    // itself), and keeps it until the segment is published.
+    // The admin lock stays held: `create` adopts it (`Mapped::adopt_admin`, no system
+    // call) and keeps it until the segment is published.
     let id = sys::FileId {
         len: layout.total_len as u64,
         ..id

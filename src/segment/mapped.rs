@@ -198,7 +198,8 @@ impl Mapped {
     /// open file description are not seen, so call it holding no slot lock of its own
     /// (before registering, or after unlocking one's slot). Holder locks are taken only
     /// under the admin lock, by a holder registering, so under it a lock found here is
-    /// a live holder's. An error probing counts as alive (P4).
+    /// a live holder's (without it, possibly one that is closing: that holder probes
+    /// again once its own lock is gone). An error probing counts as alive (P4).
     pub(super) fn any_holder_alive(&self) -> bool {
         sys::range_locked_by_other(
             &self.file,
