@@ -910,6 +910,9 @@ fn bench_lifecycle_json_has_every_figure_and_leaves_nothing() {
     if !two_cpus() {
         return;
     }
+    // Its hundreds of creates each remove dead builders' debris (P5), which
+    // `ls_shows_creations_and_their_debris` plants and then looks for: keep apart.
+    let _sweeps = sweep_lock();
     let child = Command::new(BIN)
         .args(["bench", "lifecycle", "--ops", "2", "--json", "--quiet"])
         .stdin(Stdio::null())

@@ -36,7 +36,8 @@ pub enum Which {
     /// POSIX semaphores, a robust pthread mutex, a raw futex wake and the floor.
     Sync,
     /// Create, open, close and sweep of named objects, with 1 to 512 other holder
-    /// processes, against the raw shm system calls and POSIX named semaphores.
+    /// processes, against the raw shm system calls and POSIX named semaphores (a plain
+    /// `tally bench` runs it too, with --ops = --iters / 2000, at most 100).
     Lifecycle(lifecycle::LifecycleArgs),
 }
 
@@ -181,7 +182,11 @@ fn measure(
     let do_latency = matches!(args.which, None | Some(Which::Latency));
     let do_throughput = matches!(args.which, None | Some(Which::Throughput));
     let lifecycle_args = match args.which {
-        None => Some(lifecycle::LifecycleArgs::default()),
+        // Scaled with the run: 100 operations per batch at the default --iters, a few
+        // in a quick run (each create also looks for dead builders' debris, P5).
+        None => Some(lifecycle::LifecycleArgs {
+            ops: (args.iters / 2000).clamp(1, lifecycle::LifecycleArgs::default().ops),
+        }),
         Some(Which::Lifecycle(la)) => Some(la),
         _ => None,
     };
