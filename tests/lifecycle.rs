@@ -22,8 +22,8 @@ use tally::{Error, Options, Region, admin};
 
 mod common;
 use common::{
-    Guard, child_command, child_role, first_line, init_debris_of, remove_init_debris_of,
-    shm_exists, shm_path, spawn_with_lines, unique, wait_within,
+    Guard, assert_err, child_command, child_role, first_line, init_debris_of,
+    remove_init_debris_of, shm_exists, shm_path, spawn_with_lines, unique, wait_within,
 };
 
 /// Prefix of this file's object names.
@@ -432,6 +432,98 @@ fn p2_sigkilled_holders_are_reclaimed_and_never_block_create() {
     }
     drop(r);
     assert!(!shm_exists(&name));
+}
+
+/// Opens leave dead holders' slots to whoever needs them; an open into a table that
+/// is full of dead holders is what needs them: it reclaims them and succeeds.
+#[test]
+fn p2_open_into_a_full_table_of_dead_holders_reclaims_their_slots() {
+    const TABLE: u32 = 4;
+    let name = unique(PREFIX, "p2-full");
+    let mut scene = Scene::new(&[&name]);
+    let opts = Options {
+        holders: TABLE,
+        ..Options::default()
+    };
+    let r = Region::create_with(&name, 4096, &opts).expect("create");
+    // Fill the table: three holder processes with this process's handle.
+    let kids: Vec<usize> = (1..TABLE)
+        .map(|_| scene.add(Proc::holder(&name, 4096)))
+        .collect();
+    for &i in &kids {
+        scene.procs[i].wait_ready();
+    }
+    assert_err!(Region::open_with(&name, &opts), Error::TableFull { .. });
+    for &i in &kids {
+        scene.procs[i].kill9();
+        scene.procs[i].reap();
+    }
+    // (A concurrent `sweep_all` of another test may reclaim them first; the open must
+    // succeed either way.)
+    let r2 = Region::open_with(&name, &opts).expect("open into a table of dead holders");
+    let info = r2.info();
+    assert_eq!(info.holders.len(), 2, "{info:?}");
+    assert!(info.holders.iter().all(|h| h.alive), "{info:?}");
+    assert_eq!(info.reclaimed_total, u64::from(TABLE - 1), "{info:?}");
+    assert_eq!(info.refcount, 2, "{info:?}");
+    drop(r2);
+    drop(r);
+    assert!(!shm_exists(&name), "the last close unlinks");
+}
+
+/// Closes do not sweep while other holders live, so dead holders may stay in the
+/// table; the close of the last live holder still unlinks, whether it is the creator
+/// in this process or another process exiting cleanly.
+#[test]
+fn p1_last_live_close_unlinks_with_dead_holders_in_the_table() {
+    // This process closes last.
+    let name = unique(PREFIX, "p1-dead-left");
+    let mut scene = Scene::new(&[&name]);
+    let r = Region::create(&name, 4096).expect("create");
+    let kids: Vec<usize> = (0..2)
+        .map(|_| scene.add(Proc::holder(&name, 4096)))
+        .collect();
+    for &i in &kids {
+        scene.procs[i].wait_ready();
+    }
+    for &i in &kids {
+        scene.procs[i].kill9();
+        scene.procs[i].reap();
+    }
+    assert!(shm_exists(&name));
+    drop(r);
+    assert!(
+        !shm_exists(&name),
+        "the last live holder closed, dead holders left in the table: still there"
+    );
+    assert_err!(Region::open(&name), Error::NotFound(_));
+
+    // Another process closes last: a holder that exits cleanly after this process's
+    // handle has gone and two other holders were killed.
+    let name = unique(PREFIX, "p1-dead-left2");
+    let mut scene = Scene::new(&[&name]);
+    let r = Region::create(&name, 4096).expect("create");
+    let last = scene.add(Proc::holder(&name, 4096));
+    scene.procs[last].wait_ready();
+    let dead: Vec<usize> = (0..2)
+        .map(|_| scene.add(Proc::holder(&name, 4096)))
+        .collect();
+    for &i in &dead {
+        scene.procs[i].wait_ready();
+    }
+    for &i in &dead {
+        scene.procs[i].kill9();
+        scene.procs[i].reap();
+    }
+    drop(r);
+    assert!(shm_exists(&name), "a live holder remains");
+    scene.procs[last].close_stdin();
+    let st = scene.procs[last].wait_exit();
+    assert!(st.success(), "holder exited with {st}");
+    assert!(
+        !shm_exists(&name),
+        "the last live holder exited, dead holders left in the table: still there"
+    );
 }
 
 // ---------------------------------------------------------------------------------

@@ -67,7 +67,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure latency and throughput against the floor, a pipe and a Unix socket.
+    /// Measure latency and throughput against the floor, a pipe and a Unix socket, and
+    /// what creating, opening, closing and sweeping objects costs (`lifecycle`).
     Bench(bench::BenchArgs),
     /// The other process of a benchmark (started by `tally bench`).
     #[command(hide = true)]

@@ -1145,3 +1145,60 @@ fn bench_mpmc_plain_run_prints_both_tables_progress_and_plot() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `tally bench lifecycle --json` with tiny counts: every figure the issue names is
+/// there and positive, and the run leaves nothing behind in /dev/shm (its objects, the
+/// raw baselines' files and the POSIX semaphore are all named `bench-PID-...`).
+#[test]
+fn bench_lifecycle_json_has_every_figure_and_leaves_nothing() {
+    if !two_cpus() {
+        return;
+    }
+    // Its hundreds of creates each remove dead builders' debris (P5), which
+    // `ls_shows_creations_and_their_debris` plants and then looks for: keep apart.
+    let _sweeps = sweep_lock();
+    let child = Command::new(BIN)
+        .args(["bench", "lifecycle", "--ops", "2", "--json", "--quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tally bench lifecycle");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait for tally");
+    assert!(out.status.success(), "{}; {}", out.status, stderr_of(&out));
+    assert!(out.stderr.is_empty(), "--quiet: {}", stderr_of(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bench --json prints JSON");
+    let keys = [
+        "create_destroy_ns.region",
+        "create_destroy_ns.ring",
+        "open_close_ns.1",
+        "open_close_ns.8",
+        "open_close_ns.64",
+        "open_close_ns.512",
+        "sweep_ns.1",
+        "sweep_ns.64",
+        "baselines.raw_create_ns",
+        "baselines.raw_open_ns",
+        "baselines.sem_open_close_ns",
+    ];
+    for key in keys {
+        let (group, k) = key.split_once('.').unwrap();
+        let x = &v[group][k];
+        assert!(x.as_f64().is_some_and(|ns| ns > 0.0), "{key}: {x} in {v}");
+        let x = &v["cpu"][group][k];
+        assert!(
+            x.as_f64().is_some_and(|ns| ns > 0.0),
+            "cpu.{key}: {x} in {v}"
+        );
+    }
+    assert_eq!(v["holder_table"]["open_close"]["512"], 1024, "{v}");
+    assert!(v["machine"]["kernel"].is_string(), "{v}");
+    let mark = format!("bench-{pid}-");
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.contains(&mark))
+        .collect();
+    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
+}

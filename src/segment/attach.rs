@@ -63,12 +63,14 @@ impl Segment {
             Error::InvalidArgument(format!("object of {} bytes is too large", spec.object_len))
         })?;
         sweep_init_debris();
-        let (temp, mut mapped) = build_temp(name, &layout, spec, opts)?;
+        let me = sys::current_process().pid;
+        let (temp, mut mapped) = build_temp(name, &layout, spec, opts, me)?;
         let guard = TempName(&temp);
-        // The creator holds the admin lock of its temporary file from here on.
-        let admin = mapped.lock_admin(opts.timeout)?;
+        // The creator holds the admin lock of its temporary file from here on (taken
+        // in `build_temp` through the same open file description).
+        let admin = mapped.adopt_admin();
         create_step(3);
-        let slot = admin.register()?;
+        let slot = admin.register(spec.recover)?;
         // SYNC POINT: READY is published before the name (link below); openers read it
         // under the admin lock, which orders them after us.
         mapped.header().state.store(state::READY, Ordering::Release);
@@ -95,7 +97,7 @@ impl Segment {
         Ok(Segment {
             mapped,
             slot,
-            owner_pid: sys::getpid(),
+            owner_pid: me,
             timeout: opts.timeout,
             recover: spec.recover,
         })
@@ -128,13 +130,16 @@ impl Segment {
             let admin = mapped.lock_admin(opts.timeout)?;
             let st = mapped.header().state.load(Ordering::Acquire);
             if st == state::READY {
-                let swept = admin.sweep(None, recover);
-                if swept.live == 0 {
+                // Alive if some other holder's liveness lock is held: one lock probe
+                // over the whole table. Dead holders' slots are left to whoever needs
+                // them (a full table, a claim, a sweep). With no lock held, the sweep
+                // decides (it also recovers what the dead left).
+                if !mapped.any_holder_alive() && admin.sweep(None, recover).live == 0 {
                     // Every holder died: the object is gone (P2); do not revive it.
                     admin.destroy();
                 } else {
                     mapped.check_expect(expect)?;
-                    let slot = admin.register()?;
+                    let slot = admin.register(recover)?;
                     drop(admin);
                     return Ok(Segment {
                         mapped,
@@ -281,16 +286,34 @@ impl Segment {
 
     fn detach(&mut self) {
         let m = &self.mapped;
-        // A short user timeout must not make a normal last close skip the unlink.
-        let Ok(admin) = m.lock_admin(self.timeout.max(DETACH_TIMEOUT)) else {
-            // Could not get the admin lock (a stopped peer holds it). Dropping our
-            // liveness lock below makes us a dead holder that the next sweep reclaims.
-            return;
-        };
+        // Leave without the admin lock: count ourselves out, free the record, then
+        // drop the liveness lock, in this order (a sweep that finds the lock free
+        // re-reads the record and skips a FREE one: a clean close is never "reclaimed";
+        // a refcount store by a concurrent sweep never leaves us counted twice out).
+        let before = m
+            .header()
+            .refcount
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
         clear_record(m.record(self.slot));
         let _ = sys::unlock_byte(&m.file, holder_lock_byte(self.slot));
-        let out = admin.sweep(None, self.recover);
-        if out.live == 0 {
+        // Am I the last? One lock probe over the table. Of holders that close at once,
+        // each drops its lock before it probes, so the last to drop finds none. (A
+        // refcount that says we were the only one skips this probe: a hint only, the
+        // decision is made below, under the admin lock.)
+        let others_likely = before.is_ok_and(|c| c > 1);
+        if others_likely && m.any_holder_alive() {
+            return;
+        }
+        // Apparently the last: decide under the admin lock, where opens register and
+        // destroys happen. A short user timeout must not make it skip the unlink.
+        let Ok(admin) = m.lock_admin(self.timeout.max(DETACH_TIMEOUT)) else {
+            // Could not get the admin lock (a stopped peer holds it): the next open,
+            // create or sweep finds nobody alive and destroys the object.
+            return;
+        };
+        // An open may have registered meanwhile. With no live lock left, the sweep
+        // reclaims the dead holders, and the last live holder's close unlinks (P1).
+        if !m.any_holder_alive() && admin.sweep(None, self.recover).live == 0 {
             admin.destroy();
         }
     }
@@ -319,15 +342,16 @@ fn build_temp(
     layout: &Layout,
     spec: &ObjectSpec<'_>,
     opts: &Options,
+    me: u32,
 ) -> Result<(String, Mapped)> {
     let temp = format!(
-        "{INIT_PREFIX}{}.{}.{}",
-        sys::getpid(),
+        "{INIT_PREFIX}{me}.{}.{}",
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed),
         unix_ms()
     );
     check_space(name, layout.total_len as u64)?;
-    let file = sys::create_exclusive(&temp, opts.mode).map_err(|e| Error::io("create", name, e))?;
+    let (file, id) =
+        sys::create_exclusive(&temp, opts.mode).map_err(|e| Error::io("create", name, e))?;
     let cleanup = TempName(&temp);
     // Hold the admin lock of the temporary file while building it, so a concurrent
     // debris sweep knows the builder is alive. A sweep that slipped in between the
@@ -335,14 +359,11 @@ fn build_temp(
     // over under a fresh name.
     let locked =
         sys::try_lock_byte(&file, ADMIN_LOCK_BYTE).map_err(|e| Error::io("lock", name, e))?;
-    let still_ours = match (sys::fstat(&file), sys::stat_name(&temp)) {
-        (Ok(a), Ok(b)) => a.dev == b.dev && a.ino == b.ino,
-        _ => false,
-    };
+    let still_ours = sys::stat_name(&temp).is_ok_and(|b| (b.dev, b.ino) == (id.dev, id.ino));
     if !locked || !still_ours {
         drop(file);
         std::mem::forget(cleanup); // the name is not ours to unlink any more
-        return build_temp(name, layout, spec, opts);
+        return build_temp(name, layout, spec, opts, me);
     }
     create_step(1);
     if let Err(e) = sys::reserve(&file, layout.total_len as u64) {
@@ -370,7 +391,7 @@ fn build_temp(
             object_len: layout.object_len as u64,
             total_len: layout.total_len as u64,
             fingerprint: layout.stored_fingerprint(),
-            creator_pid: sys::getpid(),
+            creator_pid: me,
             _pad0: 0,
             created_unix_ms: unix_ms(),
             state: AtomicU32::new(state::INITIALIZING),
@@ -398,10 +419,13 @@ fn build_temp(
         len: layout.object_len,
     };
     (spec.init)(object);
-    // The admin lock stays held: `create` takes it again through the same open file
-    // description, which the kernel grants at once (a description never conflicts with
-    // itself), and keeps it until the segment is published.
-    let mapped = Mapped::from_file(name, &temp, file, opts)?;
+    // The admin lock stays held: `create` adopts it (`Mapped::adopt_admin`, no system
+    // call) and keeps it until the segment is published.
+    let id = sys::FileId {
+        len: layout.total_len as u64,
+        ..id
+    };
+    let mapped = Mapped::from_mapping(name, &temp, file, map, &id)?;
     std::mem::forget(cleanup); // `create` owns the temporary name from here
     Ok((temp, mapped))
 }
@@ -412,6 +436,12 @@ fn build_temp(
 /// killed where memory runs out first. A file system that reports no size, or whose
 /// size cannot be read, is left to `fallocate` to judge.
 fn check_space(name: &str, bytes: u64) -> Result<()> {
+    // Below this, a reservation that fails (`ENOSPC`, the same `NoSpace`) takes no
+    // time worth a `statfs` on every create.
+    const CHECK_ABOVE: u64 = 1 << 20;
+    if bytes <= CHECK_ABOVE {
+        return Ok(());
+    }
     match sys::shm_free_bytes() {
         Ok(Some(free)) if bytes > free => Err(Error::NoSpace {
             name: name.to_owned(),

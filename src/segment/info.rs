@@ -44,7 +44,8 @@ pub struct SegmentInfo {
     pub size_bytes: u64,
     /// Bytes of the object area.
     pub object_bytes: u64,
-    /// The refcount word as stored.
+    /// The refcount word as stored: used holder slots, counting dead holders that no
+    /// sweep has reclaimed yet (a sweep sets it to the live count).
     pub refcount: u32,
     /// `ready`, `destroying`, `removed`, ...
     pub state: &'static str,

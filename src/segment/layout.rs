@@ -219,13 +219,15 @@ pub struct Header {
     pub creator_pid: u32,
     pub _pad0: u32,
     pub created_unix_ms: u64,
-    // --- mutable, changed only under the admin lock -----------------------------------
+    // --- mutable, changed under the admin lock (`refcount` also by a closing holder) ---
     /// One of [`state`].
     pub state: AtomicU32,
     /// Non-zero while an admin-lock holder is mid-update; a successor that finds it set
     /// knows the previous holder died there and repairs the refcount from the table.
     pub admin_dirty: AtomicU32,
-    /// Live holders, recomputed from the table by every sweep.
+    /// Used holder slots: incremented by a registering holder, decremented by a closing
+    /// one (without the admin lock), set to the live count by every sweep. Dead holders
+    /// not yet reclaimed are counted until a sweep. Diagnostics only.
     pub refcount: AtomicU32,
     pub _pad1: u32,
     /// Number of dead holders reclaimed over the segment's life.

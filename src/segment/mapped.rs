@@ -10,6 +10,9 @@ pub(crate) struct Mapped {
     pub(super) file: File,
     pub(super) map: MmapRaw,
     pub(super) layout: Layout,
+    /// Device and inode of `file` (they never change for an open descriptor), to tell
+    /// whether a name still refers to this segment with one `stat` of the name.
+    pub(super) dev_ino: (u64, u64),
     /// OFD locks belong to the open file description, so threads sharing this handle
     /// would all "hold" the admin lock at once; this mutex makes them take turns.
     pub(super) local_admin: std::sync::Mutex<()>,
@@ -55,7 +58,18 @@ impl Mapped {
         let populate = id.allocated >= id.len;
         let map =
             sys::map(&file, id.len as usize, populate).map_err(|e| Error::io("map", name, e))?;
-        // SAFETY: the mapping is `id.len` bytes long and page-aligned.
+        Self::from_mapping(name, os_name, file, map, &id)
+    }
+
+    /// Validates the segment in `map`, a mapping of all of `file` (whose identity is `id`).
+    pub(super) fn from_mapping(
+        name: &str,
+        os_name: &str,
+        file: File,
+        map: MmapRaw,
+        id: &sys::FileId,
+    ) -> Result<Self> {
+        // SAFETY: the mapping is `map.len()` bytes long and page-aligned.
         let layout = unsafe { Layout::read(map.as_ptr(), map.len()) }.map_err(|e| match e {
             LayoutError::Version(found) => Error::VersionMismatch {
                 name: name.to_owned(),
@@ -70,6 +84,7 @@ impl Mapped {
             file,
             map,
             layout,
+            dev_ino: (id.dev, id.ino),
             local_admin: std::sync::Mutex::new(()),
         })
     }
@@ -134,20 +149,7 @@ impl Mapped {
                 && sys::try_lock_byte(&self.file, ADMIN_LOCK_BYTE)
                     .map_err(|e| Error::io("lock", &self.name, e))?
             {
-                let h = self.header();
-                // SYNC POINT: the lock itself orders us after the previous holder (the
-                // kernel's lock handoff is a full barrier); Relaxed is enough here.
-                let repair = h.admin_dirty.swap(1, Ordering::Relaxed) != 0;
-                let guard = AdminGuard {
-                    seg: self,
-                    _local: local,
-                };
-                if repair {
-                    // The previous admin-lock holder died mid-update: the sweep below
-                    // (which every caller runs) recomputes the refcount from the table.
-                    h.refcount.store(guard.count_used(), Ordering::Relaxed);
-                }
-                return Ok(guard);
+                return Ok(self.admin_taken(local));
             }
             if start.elapsed() >= timeout {
                 return Err(Error::Timeout {
@@ -160,6 +162,51 @@ impl Mapped {
             std::thread::sleep(backoff.min(timeout.saturating_sub(start.elapsed())));
             backoff = (backoff * 2).min(Duration::from_millis(2));
         }
+    }
+
+    /// The admin section, once this handle's open file description holds the OFD lock
+    /// and `local` is its process-local mutex.
+    fn admin_taken<'a>(&'a self, local: std::sync::MutexGuard<'a, ()>) -> AdminGuard<'a> {
+        let h = self.header();
+        // SYNC POINT: the lock itself orders us after the previous holder (the kernel's
+        // lock handoff is a full barrier); Relaxed is enough here.
+        let repair = h.admin_dirty.swap(1, Ordering::Relaxed) != 0;
+        let guard = AdminGuard {
+            seg: self,
+            _local: local,
+        };
+        if repair {
+            // The previous admin-lock holder died mid-update: the refcount is the
+            // number of used slots again (a sweep then makes it the live count).
+            h.refcount.store(guard.count_used(), Ordering::Relaxed);
+        }
+        guard
+    }
+
+    /// The admin section of a segment whose OFD admin lock this handle's description
+    /// already holds (a creator's private segment): no system call.
+    pub(super) fn adopt_admin(&self) -> AdminGuard<'_> {
+        let local = match self.local_admin.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        self.admin_taken(local)
+    }
+
+    /// Whether any holder other than the caller's own handle is alive: one
+    /// `F_OFD_GETLK` over every slot's lock byte. Locks held through this handle's own
+    /// open file description are not seen, so call it holding no slot lock of its own
+    /// (before registering, or after unlocking one's slot). Holder locks are taken only
+    /// under the admin lock, by a holder registering, so under it a lock found here is
+    /// a live holder's (without it, possibly one that is closing: that holder probes
+    /// again once its own lock is gone). An error probing counts as alive (P4).
+    pub(super) fn any_holder_alive(&self) -> bool {
+        sys::range_locked_by_other(
+            &self.file,
+            holder_lock_byte(0),
+            u64::from(self.layout.table_capacity),
+        )
+        .unwrap_or(true)
     }
 
     /// Describes the segment (taking no lock: values may be mid-change). `own` is the
@@ -220,11 +267,17 @@ impl Mapped {
             return;
         };
         let published = self.name_is_ours();
-        if id.nlink <= u64::from(published) {
+        self.unlink_temp_names_of(id.nlink.saturating_sub(u64::from(published)));
+    }
+
+    /// As [`unlink_temp_names`](Self::unlink_temp_names), knowing that the file has
+    /// `others` names besides its public one: nothing to do (and no system call) at 0.
+    fn unlink_temp_names_of(&self, others: u64) {
+        if others == 0 {
             return;
         }
         for temp in sys::list_names(INIT_PREFIX).unwrap_or_default() {
-            if sys::stat_name(&temp).is_ok_and(|t| t.dev == id.dev && t.ino == id.ino) {
+            if sys::stat_name(&temp).is_ok_and(|t| (t.dev, t.ino) == self.dev_ino) {
                 let _ = sys::unlink(&temp);
             }
         }
@@ -232,10 +285,14 @@ impl Mapped {
 
     /// Whether `name` still refers to this segment's inode.
     pub(super) fn name_is_ours(&self) -> bool {
-        match (sys::fstat(&self.file), sys::stat_name(&self.os_name)) {
-            (Ok(a), Ok(b)) => a.dev == b.dev && a.ino == b.ino,
-            _ => false,
-        }
+        self.stat_if_ours().is_some()
+    }
+
+    /// The identity of the file the public name refers to, if that is this segment's.
+    fn stat_if_ours(&self) -> Option<sys::FileId> {
+        sys::stat_name(&self.os_name)
+            .ok()
+            .filter(|b| (b.dev, b.ino) == self.dev_ino)
     }
 }
 
@@ -267,6 +324,13 @@ impl AdminGuard<'_> {
                 out.live += 1;
                 continue;
             }
+            // A holder closing (without the admin lock) frees its record before it
+            // drops its lock: a free lock with a FREE record now is a clean close.
+            // SYNC POINT: Acquire pairs with the Release store in `clear_record`; the
+            // kernel orders that store before the unlock our probe observed.
+            if rec.state.load(Ordering::Acquire) == slot_state::FREE {
+                continue;
+            }
             recover(seg.layout.kind, seg.object(), slot);
             clear_record(rec);
             out.reclaimed += 1;
@@ -285,18 +349,40 @@ impl AdminGuard<'_> {
     /// gone or been replaced by a new object, which is left alone). Also removes any
     /// temporary name the segment still has, so that nothing pins its memory (P1).
     pub(super) fn destroy(&self) -> bool {
-        let h = self.seg.header();
-        let mut unlinked = false;
-        if h.state.load(Ordering::Relaxed) == state::READY {
-            h.state.store(state::DESTROYING, Ordering::Relaxed);
-            unlinked = self.seg.name_is_ours() && sys::unlink(&self.seg.os_name).is_ok();
+        let seg = self.seg;
+        let h = seg.header();
+        if h.state.load(Ordering::Relaxed) != state::READY {
+            seg.unlink_temp_names();
+            return false;
         }
-        self.seg.unlink_temp_names();
-        unlinked
+        h.state.store(state::DESTROYING, Ordering::Relaxed);
+        // One `stat` of the name says whether it is ours and how many names the file
+        // has: after unlinking the public one, any left are temporary names.
+        match seg.stat_if_ours() {
+            Some(id) if sys::unlink(&seg.os_name).is_ok() => {
+                seg.unlink_temp_names_of(id.nlink.saturating_sub(1));
+                true
+            }
+            _ => {
+                seg.unlink_temp_names();
+                false
+            }
+        }
     }
 
-    /// Claims a free slot for the calling handle and takes its liveness lock.
-    pub(super) fn register(&self) -> Result<u32> {
+    /// Claims a free slot for the calling handle and takes its liveness lock. A table
+    /// with no free slot is swept (dead holders' slots are reclaimed when needed), and
+    /// the claim tried once more.
+    pub(super) fn register(&self, recover: Recover) -> Result<u32> {
+        match self.register_free() {
+            Err(Error::TableFull { .. }) if self.sweep(None, recover).reclaimed > 0 => {
+                self.register_free()
+            }
+            other => other,
+        }
+    }
+
+    fn register_free(&self) -> Result<u32> {
         let seg = self.seg;
         for slot in 0..seg.layout.table_capacity {
             let rec = seg.record(slot);

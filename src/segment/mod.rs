@@ -10,11 +10,14 @@
 //!   publishes it with `link(2)` — which fails if the name exists. An opener therefore
 //!   never sees a half-made object (P5); a creator that dies leaves only a temporary
 //!   file, which the next create or `tally sweep` removes.
-//! * **Open** takes the admin lock, validates the header, sweeps dead holders, and
-//!   registers itself in a free slot, taking that slot's lock byte as its liveness token.
-//!   A segment found `DESTROYING`/`REMOVED`, or with no live holder, is not attached (P3).
-//! * **Detach** (drop) takes the admin lock, frees its slot, sweeps, and when no live
-//!   holder remains marks the segment `DESTROYING` and unlinks the name (P1).
+//! * **Open** takes the admin lock, validates the header, asks whether any holder is
+//!   alive (one `F_OFD_GETLK` over all the holders' lock bytes), and registers itself in
+//!   a free slot, taking that slot's lock byte as its liveness token. A segment found
+//!   `DESTROYING`/`REMOVED`, or with no live holder, is not attached (P3). Dead holders'
+//!   slots are reclaimed when needed: a full table is swept before the open gives up.
+//! * **Detach** (drop) frees its slot and drops its lock without the admin lock, then
+//!   asks whether any holder is alive; only if none is does it take the admin lock,
+//!   ask again, sweep, and mark the segment `DESTROYING` and unlink the name (P1).
 //!
 //! Liveness is decided by the kernel (P4): each holder holds an OFD lock on its own
 //! byte of the file through its own open file description; the kernel drops it when

@@ -47,20 +47,32 @@ pub fn shm_free_bytes() -> io::Result<Option<u64>> {
     Ok(Some(vfs.f_bavail.saturating_mul(vfs.f_frsize)))
 }
 
-/// Creates `name` exclusively (`O_CREAT|O_EXCL|O_NOFOLLOW`) with exactly `mode`.
-pub fn create_exclusive(name: &str, mode: u32) -> io::Result<File> {
+/// Creates `name` exclusively (`O_CREAT|O_EXCL|O_NOFOLLOW`) with exactly `mode`, and
+/// returns it with its identity (one `fstat`, which also tells whether the umask cleared
+/// bits the caller asked for; only then is the mode set again with `fchmod`).
+pub fn create_exclusive(name: &str, mode: u32) -> io::Result<(File, FileId)> {
     let fd = rustix::fs::openat(
         shm_dir()?,
         name,
         OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_raw_mode(mode),
     )?;
-    // The umask may have cleared bits the caller asked for; set exactly what was asked.
-    if let Err(e) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)) {
-        let _ = unlink(name);
-        return Err(e.into());
+    let file = File::from(fd);
+    let mut id = match fstat(&file) {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = unlink(name);
+            return Err(e);
+        }
+    };
+    if id.mode != mode & 0o7777 {
+        if let Err(e) = rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)) {
+            let _ = unlink(name);
+            return Err(e.into());
+        }
+        id.mode = mode & 0o7777;
     }
-    Ok(File::from(fd))
+    Ok((file, id))
 }
 
 /// Opens an existing `name` for reading and writing, never through a symbolic link.
@@ -75,10 +87,16 @@ pub fn open_existing(name: &str) -> io::Result<File> {
 }
 
 /// Sizes `file` to `len` bytes and reserves its pages now, so a full tmpfs answers
-/// `ENOSPC` here rather than with `SIGBUS` at first touch.
+/// `ENOSPC` here rather than with `SIGBUS` at first touch. One `fallocate`, which also
+/// extends the file (a file system without `fallocate` gets `ftruncate` first).
 pub fn reserve(file: &File, len: u64) -> io::Result<()> {
-    rustix::fs::ftruncate(file, len)?;
-    rustix::fs::fallocate(file, FallocateFlags::empty(), 0, len)?;
+    match rustix::fs::fallocate(file, FallocateFlags::empty(), 0, len) {
+        Err(rustix::io::Errno::OPNOTSUPP) => {
+            rustix::fs::ftruncate(file, len)?;
+            rustix::fs::fallocate(file, FallocateFlags::empty(), 0, len)?;
+        }
+        other => other?,
+    }
     Ok(())
 }
 
@@ -142,12 +160,21 @@ pub fn stat_name(name: &str) -> io::Result<FileId> {
     )?))
 }
 
-/// Every name in the namespace that starts with `prefix`.
+/// Every name in the namespace that starts with `prefix`, sorted. Reads the directory
+/// through a fresh descriptor opened relative to the cached one (no path walk).
 pub fn list_names(prefix: &str) -> io::Result<Vec<String>> {
+    let dir = rustix::fs::openat(
+        shm_dir()?,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut entries = rustix::fs::RawDir::new(&dir, buf.spare_capacity_mut());
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(SHM_DIR)? {
+    while let Some(entry) = entries.next() {
         let entry = entry?;
-        if let Some(name) = entry.file_name().to_str()
+        if let Ok(name) = entry.file_name().to_str()
             && name.starts_with(prefix)
         {
             names.push(name.to_owned());
@@ -176,12 +203,22 @@ fn ofd_lock(
     kind: libc::c_short,
     cmd: libc::c_int,
 ) -> io::Result<libc::flock> {
+    ofd_lock_range(fd, byte, 1, kind, cmd)
+}
+
+fn ofd_lock_range(
+    fd: &File,
+    start: u64,
+    len: u64,
+    kind: libc::c_short,
+    cmd: libc::c_int,
+) -> io::Result<libc::flock> {
     // SAFETY: `flock` is plain data; all-zero is a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = kind;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = byte as libc::off_t;
-    fl.l_len = 1;
+    fl.l_start = start as libc::off_t;
+    fl.l_len = len as libc::off_t;
     fl.l_pid = 0; // required to be 0 for OFD locks
     // SAFETY: `fd` is an open descriptor and `fl` a valid, exclusively borrowed flock.
     let rc = unsafe { libc::fcntl(fd.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
@@ -216,6 +253,14 @@ pub fn byte_locked_by_other(file: &File, byte: u64) -> io::Result<bool> {
     Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
 }
 
+/// Whether some other open file description holds a lock on any of the `len` bytes
+/// from `start` (one `F_OFD_GETLK` over the whole range, however many locks there are).
+/// Locks held through `file` itself are not reported.
+pub fn range_locked_by_other(file: &File, start: u64, len: u64) -> io::Result<bool> {
+    let fl = ofd_lock_range(file, start, len, libc::F_WRLCK as _, libc::F_OFD_GETLK)?;
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}
+
 /// Who a process is: pid plus what makes the pid unambiguous.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProcessIdentity {
@@ -227,12 +272,31 @@ pub struct ProcessIdentity {
     pub boot_id: u64,
 }
 
-/// The calling process's identity (pid read fresh, so correct after `fork`).
+/// The calling process's identity. The pid is read fresh on every call; the start
+/// time is read from /proc once per process and again only when the pid differs from
+/// the one it was read for (a `fork`ed child), and the boot id once.
 pub fn current_process() -> ProcessIdentity {
+    // (pid, start ticks) packed as pid in the low 32 bits and ticks above; ticks that do
+    // not fit in 32 bits are not cached (read from /proc every time). 0: nothing cached.
+    static CACHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let pid = getpid();
+    let c = CACHED.load(std::sync::atomic::Ordering::Relaxed);
+    let start_ticks = if c != 0 && c as u32 == pid {
+        c >> 32
+    } else {
+        let ticks = process_start_ticks(pid).unwrap_or(0);
+        if ticks < 1 << 32 {
+            // Relaxed: a value for this pid only; a racing thread stores the same value.
+            CACHED.store(
+                ticks << 32 | u64::from(pid),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        ticks
+    };
     ProcessIdentity {
         pid,
-        start_ticks: process_start_ticks(pid).unwrap_or(0),
+        start_ticks,
         boot_id: boot_id(),
     }
 }

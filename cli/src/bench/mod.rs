@@ -5,6 +5,7 @@
 //! The binary re-executes itself (`tally bench-peer ...`) for the other side.
 
 mod latency;
+mod lifecycle;
 mod mpmc;
 pub mod peer;
 mod plot;
@@ -35,6 +36,10 @@ pub enum Which {
     /// Semaphore, mutex and event: hand-off latency and uncontended cost, against
     /// POSIX semaphores, a robust pthread mutex, a raw futex wake and the floor.
     Sync,
+    /// Create, open, close and sweep of named objects, with 1 to 512 other holder
+    /// processes, against the raw shm system calls and POSIX named semaphores (a plain
+    /// `tally bench` runs it too, with --ops = --iters / 2000, at most 100).
+    Lifecycle(lifecycle::LifecycleArgs),
 }
 
 /// Largest payload a run accepts.
@@ -270,6 +275,15 @@ fn measure(
     let failed = |e: BenchError| Failure::Failed(e.to_string());
     let do_latency = args.mpmc.is_none() && matches!(args.which, None | Some(Which::Latency));
     let do_throughput = args.mpmc.is_none() && matches!(args.which, None | Some(Which::Throughput));
+    let lifecycle_args = match args.which {
+        // Scaled with the run: 100 operations per batch at the default --iters, a few
+        // in a quick run (each create also looks for dead builders' debris, P5).
+        None if args.mpmc.is_none() => Some(lifecycle::LifecycleArgs {
+            ops: (args.iters / 2000).clamp(1, lifecycle::LifecycleArgs::default().ops),
+        }),
+        Some(Which::Lifecycle(la)) => Some(la),
+        _ => None,
+    };
     let machine = machine_json(cpus);
     let mut progress = Progress::new(
         u32::from(do_latency) * latency::STEPS + u32::from(do_throughput) * throughput::STEPS,
@@ -310,6 +324,16 @@ fn measure(
         }
         out.insert("throughput".into(), throughput::to_json(&report, args));
         thr = Some(report);
+    }
+    if let Some(la) = lifecycle_args {
+        // Steps of their own ("1/6 lifecycle: ..."), after the others.
+        let mut steps = Progress::new(lifecycle::STEPS, args.quiet);
+        let report = lifecycle::run(&la, cpus, &mut steps).map_err(failed)?;
+        steps.clear();
+        if !args.json {
+            lifecycle::print(&report);
+        }
+        out.insert("lifecycle".into(), lifecycle::to_json(&report));
     }
     if args.mpmc.is_none() {
         progress.finish();
