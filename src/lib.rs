@@ -22,6 +22,7 @@ mod event;
 mod message;
 #[cfg(not(loom))]
 mod mpmc;
+#[cfg(not(loom))]
 mod mutex;
 mod objects;
 #[cfg(not(loom))]
@@ -51,6 +52,7 @@ pub use mpmc::{
     MpmcByteConsumer, MpmcByteProducer, MpmcByteReadSlot, MpmcByteRing, MpmcByteWriteSlot,
     MpmcConsumer, MpmcProducer, MpmcReadSlot, MpmcRing, MpmcWriteSlot,
 };
+#[cfg(not(loom))]
 pub use mutex::{LockError, Mutex, MutexGuard};
 #[cfg(not(loom))]
 pub use objects::region::Region;
