@@ -15,6 +15,8 @@ extern crate self as tally;
 #[cfg(not(loom))]
 pub mod admin;
 #[cfg(not(loom))]
+mod broadcast;
+#[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
 mod event;
@@ -22,6 +24,7 @@ mod event;
 mod message;
 #[cfg(not(loom))]
 mod mpmc;
+#[cfg(not(loom))]
 mod mutex;
 mod objects;
 #[cfg(not(loom))]
@@ -41,6 +44,13 @@ mod sys;
 mod wait;
 
 #[cfg(not(loom))]
+pub use broadcast::{
+    Broadcast, BroadcastRecvError, BroadcastRecvTimeoutError, BroadcastTryRecvError, ByteBroadcast,
+    ByteBroadcastReadSlot, ByteBroadcastWriteSlot, BytePublisher, ByteSubscriber, Lagged, Policy,
+    Publisher, ReadBatch as BroadcastReadBatch, ReadSlot as BroadcastReadSlot, Start, Subscriber,
+    WriteBatch as BroadcastWriteBatch, WriteSlot as BroadcastWriteSlot,
+};
+#[cfg(not(loom))]
 pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use event::{Event, EventWaitError, Reset};
@@ -51,6 +61,7 @@ pub use mpmc::{
     MpmcByteConsumer, MpmcByteProducer, MpmcByteReadSlot, MpmcByteRing, MpmcByteWriteSlot,
     MpmcConsumer, MpmcProducer, MpmcReadSlot, MpmcRing, MpmcWriteSlot,
 };
+#[cfg(not(loom))]
 pub use mutex::{LockError, Mutex, MutexGuard};
 #[cfg(not(loom))]
 pub use objects::region::Region;
@@ -63,8 +74,8 @@ pub use ring::{
 };
 #[cfg(not(loom))]
 pub use segment::{
-    ClaimInfo, EventInfo, HolderInfo, Kind, MutexInfo, Options, RingInfo, RoleInfo, SegmentInfo,
-    SemaphoreInfo, SweepOutcome, SyncInfo,
+    BroadcastInfo, ClaimInfo, EventInfo, HolderInfo, Kind, MutexInfo, Options, RingInfo, RoleInfo,
+    SegmentInfo, SemaphoreInfo, SubscriberInfo, SweepOutcome, SyncInfo,
 };
 #[cfg(not(loom))]
 pub use semaphore::{Flavor, Permit, Semaphore, SemaphorePostError, SemaphoreWaitError};
