@@ -559,12 +559,16 @@ fn lossless_subscribers_killed_mid_read_stop_holding_the_publisher() {
     );
     let mut released = Vec::new();
     for k in doomed.iter_mut() {
+        // Held here (checked above for the first; the second holds it a ring past its
+        // read once the first is gone): read before the kill, which may release it at once.
+        let was = wait_stuck(&stuck_at);
         let killed = k.kill();
-        let was = stuck_at.load(Ordering::Relaxed);
         while stuck_at.load(Ordering::Relaxed) <= was {
             assert!(
                 killed.elapsed() < Duration::from_secs(2),
-                "a dead subscriber held the publisher for 2 s"
+                "a dead subscriber held the publisher for 2 s (kid {}, at {was}): {:?}",
+                k.role,
+                feed.info()
             );
             thread::yield_now();
         }
@@ -584,6 +588,19 @@ fn lossless_subscribers_killed_mid_read_stop_holding_the_publisher() {
     assert_eq!(info.dropped_dead, 2, "both dead cursors dropped: {info:?}");
     drop((tx, live, feed));
     assert_gone(&g.name);
+}
+
+/// Waits until the publisher's progress counter stops moving for 50 ms; returns it.
+fn wait_stuck(progress: &AtomicU64) -> u64 {
+    let mut last = progress.load(Ordering::Relaxed);
+    loop {
+        thread::sleep(Duration::from_millis(50));
+        let now = progress.load(Ordering::Relaxed);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
 }
 
 /// A stopped subscriber holds a lossless publisher back (no false death), and lets it
@@ -739,5 +756,37 @@ fn publisher_death_wakes_subscribers_with_disconnected_after_draining() {
     let info = feed.info().broadcast.unwrap();
     assert_eq!(info.publisher.claims, 2);
     drop((tx, rx, feed));
+    assert_gone(&g.name);
+}
+
+/// The sweep drops a dead subscriber's cursor (and its sleeper count) with no publisher
+/// waiting; the cursor lines are bounded by the holder table and come back.
+#[test]
+fn sweep_drops_dead_subscribers_and_lines_are_bounded() {
+    let g = Guard::new(PREFIX, "sweepsub");
+    let opts = tally::Options {
+        holders: 3,
+        ..Default::default()
+    };
+    let feed = Broadcast::<Tick>::create_with(&g.name, 8, Policy::Lossless, &opts).unwrap();
+    let mut kid = Kid::spawn("child_reader", &g.name, 10);
+    kid.expect("ready", Duration::from_secs(10));
+    let _a = feed.subscribe(Start::Newest).unwrap();
+    let b = feed.subscribe(Start::Newest).unwrap();
+    assert!(matches!(
+        feed.subscribe(Start::Newest),
+        Err(Error::TableFull { capacity: 3, .. })
+    ));
+    drop(b);
+    let b = feed.subscribe(Start::Oldest).unwrap();
+    assert_eq!(feed.info().broadcast.unwrap().subscribers.len(), 3);
+    kid.kill();
+    assert_eq!(feed.sweep().unwrap().reclaimed, 1);
+    let info = feed.info().broadcast.unwrap();
+    assert_eq!((info.subscribers.len(), info.dropped_dead), (2, 1));
+    let _c = feed.subscribe(Start::Newest).unwrap();
+    drop((b, feed));
+    drop(_a);
+    drop(_c);
     assert_gone(&g.name);
 }

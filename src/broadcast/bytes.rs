@@ -143,6 +143,7 @@ impl ByteBroadcast {
             cursor,
             shared: self.shared.clone(),
             spin: DEFAULT_SPIN,
+            probe: Probe::default(),
         })
     }
 
@@ -202,6 +203,7 @@ pub struct BytePublisher {
     cursor: PubCursor,
     shared: Arc<BcastShared>,
     spin: Duration,
+    probe: Probe,
 }
 
 // SAFETY: as for `Publisher`.
@@ -241,7 +243,9 @@ impl BytePublisher {
     pub fn reserve(&mut self, len: usize) -> Result<ByteBroadcastWriteSlot<'_>, ReserveError> {
         self.check_len(len)?;
         if self.cursor.room(1) == 0 {
-            self.shared.drop_dead_laggards(self.cursor.tail, 1);
+            if self.probe.due() {
+                self.shared.drop_dead_laggards(self.cursor.tail, 1);
+            }
             return Err(ReserveError::Full);
         }
         Ok(self.slot_at_tail(len))

@@ -178,6 +178,7 @@ impl<T: Message> Broadcast<T> {
             cursor,
             shared: self.shared.clone(),
             spin: DEFAULT_SPIN,
+            probe: Probe::default(),
             _t: PhantomData,
         })
     }
@@ -248,6 +249,7 @@ pub struct Publisher<T: Message> {
     cursor: PubCursor,
     shared: Arc<BcastShared>,
     spin: Duration,
+    probe: Probe,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -288,8 +290,11 @@ impl<T: Message> Publisher<T> {
 
     #[cold]
     fn full(&mut self) -> ReserveError {
-        // A dead laggard is dropped at once if the admin lock or a probe says so.
-        self.shared.drop_dead_laggards(self.cursor.tail, 1);
+        // A dead laggard is dropped by a liveness probe made at most every 5 ms (the
+        // waiting calls probe once per sleep slice).
+        if self.probe.due() {
+            self.shared.drop_dead_laggards(self.cursor.tail, 1);
+        }
         ReserveError::Full
     }
 
