@@ -322,8 +322,13 @@ impl BcastShared {
         let claimed = match self.view.claim_cursor(me) {
             Some(c) => Some(c),
             None => {
+                // Dead subscribers' lines come back with a sweep; lines that name no
+                // live table slot at all (a corrupt word) are vacated by CAS.
                 self.seg.sweep()?;
-                self.view.claim_cursor(me)
+                self.view.claim_cursor(me).or_else(|| {
+                    self.drop_stale_lines();
+                    self.view.claim_cursor(me)
+                })
             }
         };
         let Some((line, owner)) = claimed else {
@@ -339,6 +344,20 @@ impl BcastShared {
         let cur = SubCursor::join(self.view, line, owner, at);
         self.roles_changed();
         Ok(cur)
+    }
+
+    /// Vacates every cursor line whose owner names a holder that is not alive (after a
+    /// sweep: a slot out of range or free, written by a corrupt or hostile peer).
+    #[cold]
+    fn drop_stale_lines(&self) {
+        for line in 0..self.view.geo.subs {
+            let c = self.view.cursor(line).expect("line < subs");
+            let owner = c.owner.load(Ordering::Acquire);
+            let holder = owner_holder(owner);
+            if holder != 0 && !self.seg.holder_alive(holder - 1) {
+                self.view.vacate_cursor(line, owner);
+            }
+        }
     }
 
     /// A subscriber leaves: free its line, wake a publisher waiting for it.
