@@ -246,10 +246,10 @@ fn byte_broadcast_round_trips_and_checks_lengths() {
         Err(ReserveError::TooLong { len: 17, max: 16 })
     ));
     tx.try_send(b"hello").unwrap();
-    let mut slot = tx.reserve(3).unwrap();
+    let mut slot = tx.reserve_wait(3).unwrap();
     slot.copy_from_slice(b"abc");
     slot.commit();
-    let m = a.peek().unwrap();
+    let m = a.peek_wait().unwrap();
     assert_eq!(&*m, b"hello");
     m.release().unwrap();
     let mut buf = Vec::new();

@@ -251,6 +251,18 @@ impl BytePublisher {
         Ok(self.slot_at_tail(len))
     }
 
+    /// Reserves a slot for `len` bytes, waiting while the slowest live subscriber is a
+    /// ring behind.
+    ///
+    /// # Errors
+    /// [`ReserveTimeoutError::TooLong`] if `len` exceeds the ring's message size.
+    pub fn reserve_wait(
+        &mut self,
+        len: usize,
+    ) -> Result<ByteBroadcastWriteSlot<'_>, ReserveTimeoutError> {
+        self.reserve_timeout(len, Duration::MAX)
+    }
+
     /// Reserves a slot for `len` bytes, waiting at most `timeout` for room
     /// (`Duration::MAX`: for ever).
     ///
@@ -418,6 +430,17 @@ impl ByteSubscriber {
     /// As [`Subscriber::peek`](crate::Subscriber::peek).
     pub fn peek(&mut self) -> Result<ByteBroadcastReadSlot<'_>, BroadcastTryRecvError> {
         self.shared.poll(&mut self.cursor, &mut self.probe)?;
+        Ok(self.slot_at_pos())
+    }
+
+    /// Hands out the next message in place, waiting while there is none.
+    ///
+    /// # Errors
+    /// As [`Subscriber::peek_wait`](crate::Subscriber::peek_wait).
+    pub fn peek_wait(&mut self) -> Result<ByteBroadcastReadSlot<'_>, BroadcastRecvError> {
+        self.shared
+            .await_data(&mut self.cursor, self.spin, None, &mut self.probe)
+            .map_err(untimed)?;
         Ok(self.slot_at_pos())
     }
 
