@@ -15,6 +15,8 @@ extern crate self as tally;
 #[cfg(not(loom))]
 pub mod admin;
 #[cfg(not(loom))]
+mod broadcast;
+#[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
 mod event;
@@ -42,6 +44,13 @@ mod sys;
 mod wait;
 
 #[cfg(not(loom))]
+pub use broadcast::{
+    Broadcast, BroadcastRecvError, BroadcastRecvTimeoutError, BroadcastTryRecvError, ByteBroadcast,
+    ByteBroadcastReadSlot, ByteBroadcastWriteSlot, BytePublisher, ByteSubscriber, Lagged, Policy,
+    Publisher, ReadBatch as BroadcastReadBatch, ReadSlot as BroadcastReadSlot, Start, Subscriber,
+    WriteBatch as BroadcastWriteBatch, WriteSlot as BroadcastWriteSlot,
+};
+#[cfg(not(loom))]
 pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use event::{Event, EventWaitError, Reset};
@@ -65,8 +74,8 @@ pub use ring::{
 };
 #[cfg(not(loom))]
 pub use segment::{
-    ClaimInfo, EventInfo, HolderInfo, Kind, MutexInfo, Options, RingInfo, RoleInfo, SegmentInfo,
-    SemaphoreInfo, SweepOutcome, SyncInfo,
+    BroadcastInfo, ClaimInfo, EventInfo, HolderInfo, Kind, MutexInfo, Options, RingInfo, RoleInfo,
+    SegmentInfo, SemaphoreInfo, SubscriberInfo, SweepOutcome, SyncInfo,
 };
 #[cfg(not(loom))]
 pub use semaphore::{Flavor, Permit, Semaphore, SemaphorePostError, SemaphoreWaitError};

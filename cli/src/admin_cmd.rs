@@ -47,7 +47,105 @@ fn info_json(info: &SegmentInfo) -> Value {
         "reclaimed_total": info.reclaimed_total,
         "ring": info.ring.as_ref().map(ring_json),
         "sync": sync_json(info),
+        "broadcast": info.broadcast.as_ref().map(broadcast_json),
     })
+}
+
+fn broadcast_json(b: &tally::BroadcastInfo) -> Value {
+    json!({
+        "policy": b.policy,
+        "capacity": b.capacity,
+        "slot_bytes": b.slot_bytes,
+        "max_message": b.max_message,
+        "tail": b.tail,
+        "publisher": {
+            "holder_slot": b.publisher.holder_slot,
+            "claims": b.publisher.claims,
+            "last_exit": b.publisher.last_exit,
+        },
+        "subscribers": b.subscribers.iter().map(|s| json!({
+            "line": s.line,
+            "holder_slot": s.holder_slot,
+            "position": s.position,
+            "lag": s.lag,
+            "lagged": s.lagged,
+        })).collect::<Vec<_>>(),
+        "subscribers_ever": b.subscribers_ever,
+        "dropped_dead": b.dropped_dead,
+    })
+}
+
+/// One line of broadcast state for `ls`: policy, publisher, subscribers and the
+/// slowest one's lag.
+fn broadcast_summary(info: &SegmentInfo) -> String {
+    let Some(b) = &info.broadcast else {
+        return String::new();
+    };
+    let publisher = match b.publisher.holder_slot {
+        Some(slot) => match pid_of(info, slot) {
+            Some(pid) => format!("publisher pid {pid}"),
+            None => format!("publisher slot {slot}"),
+        },
+        None => format!("no publisher (last {})", b.publisher.last_exit),
+    };
+    let max_lag = b.subscribers.iter().map(|s| s.lag).max().unwrap_or(0);
+    format!(
+        "{}, {publisher}, {} messages, {} subscribers (max lag {max_lag})",
+        b.policy,
+        b.tail,
+        b.subscribers.len()
+    )
+}
+
+/// The broadcast part of `inspect`: policy, the publisher, each subscriber.
+fn broadcast_lines(info: &SegmentInfo) -> Vec<String> {
+    let Some(b) = &info.broadcast else {
+        return Vec::new();
+    };
+    let mut lines = vec![
+        format!(
+            "broadcast:   {}, {} slots of {} ({} payload bytes), {} messages committed",
+            b.policy,
+            b.capacity,
+            human::size(b.slot_bytes),
+            b.max_message,
+            b.tail
+        ),
+        match b.publisher.holder_slot {
+            Some(slot) => format!("publisher:   slot {slot}"),
+            None => format!(
+                "publisher:   none (claimed {} times, last {})",
+                b.publisher.claims, b.publisher.last_exit
+            ),
+        },
+        format!(
+            "subscribers: {} now, {} ever, {} dropped after their holder died",
+            b.subscribers.len(),
+            b.subscribers_ever,
+            b.dropped_dead
+        ),
+    ];
+    let alive = |slot: u32| info.holders.iter().any(|h| h.slot == slot && h.alive);
+    for s in &b.subscribers {
+        lines.push(format!(
+            "  line {:>4}  slot {:>4}  position {:>10}  lag {:>8}{}{}",
+            s.line,
+            s.holder_slot,
+            s.position,
+            s.lag,
+            if s.lagged > 0 {
+                format!("  missed {}", s.lagged)
+            } else {
+                String::new()
+            },
+            if alive(s.holder_slot) {
+                ""
+            } else {
+                "  (dead: dropped by the next sweep or a waiting publisher)"
+            }
+        ));
+    }
+    lines
 }
 
 fn ring_json(r: &tally::RingInfo) -> Value {
@@ -254,6 +352,10 @@ pub fn ls(json: bool) -> std::result::Result<(), Failure> {
         if !state.is_empty() {
             println!("  {state}");
         }
+        let state = broadcast_summary(info);
+        if !state.is_empty() {
+            println!("  {state}");
+        }
     }
     for (name, err, hint) in &unreadable {
         match hint {
@@ -387,6 +489,9 @@ pub fn inspect(name: &str, json: bool) -> std::result::Result<(), Failure> {
         );
     }
     for line in ring_lines(&info) {
+        println!("{line}");
+    }
+    for line in broadcast_lines(&info) {
         println!("{line}");
     }
     println!("owner:       uid {}, mode {:o}", info.owner_uid, info.mode);

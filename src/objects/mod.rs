@@ -2,6 +2,7 @@
 //! recovery routines. The one OS call made from here is the futex wake on the ring's
 //! cold path (a sleeper exists); sleeping and liveness probes live in the handle layer.
 
+pub(crate) mod broadcast;
 pub(crate) mod mpmc;
 #[cfg(not(loom))]
 pub(crate) mod region;
@@ -55,6 +56,24 @@ pub(crate) fn recover_any(kind: u32, mem: ObjectMem, slot: u32) {
                 crate::sys::futex_wake(view.word(), u32::MAX);
             }
         }
+        Kind::Broadcast | Kind::ByteBroadcast => {
+            if let Some(view) = broadcast_view(mem) {
+                let (publisher, dropped) = view.recover(slot);
+                let wait = &view.header().wait;
+                if publisher {
+                    // Subscribers asleep wake to find the publisher gone.
+                    // SYNC POINT: Release pairs with the sleeper's Acquire load.
+                    wait.data.fetch_add(1, crate::atomics::Ordering::Release);
+                    crate::sys::futex_wake(&wait.data, u32::MAX);
+                }
+                if dropped > 0 {
+                    // A lossless publisher waiting for the dead subscriber goes on.
+                    // SYNC POINT: as above, for the publisher's sleep on `space`.
+                    wait.space.fetch_add(1, crate::atomics::Ordering::Release);
+                    crate::sys::futex_wake(&wait.space, u32::MAX);
+                }
+            }
+        }
         Kind::Event => {}
         Kind::Unknown(_) => {}
     }
@@ -66,6 +85,24 @@ pub(crate) fn semaphore_view(mem: ObjectMem) -> Option<semaphore::SemView> {
     let params = unsafe { semaphore::read_params(mem.ptr, mem.len) }.ok()?;
     // SAFETY: validated just above against the area's length.
     Some(unsafe { semaphore::SemView::new(mem.ptr, params) })
+}
+
+#[cfg(not(loom))]
+pub(crate) fn broadcast_view(mem: ObjectMem) -> Option<broadcast::BcastView> {
+    // SAFETY: the segment layer hands us its mapped, 128-aligned object area.
+    let geo = unsafe { broadcast::read_geometry(mem.ptr, mem.len) }.ok()?;
+    // SAFETY: geometry validated against the area's length just above.
+    Some(unsafe { broadcast::BcastView::new(mem.ptr, geo) })
+}
+
+#[cfg(not(loom))]
+/// What `tally inspect` shows of a broadcast ring in `mem`; `None` for other kinds or
+/// an invalid header.
+pub(crate) fn broadcast_info(kind: u32, mem: ObjectMem) -> Option<crate::segment::BroadcastInfo> {
+    match Kind::from_tag(kind) {
+        Kind::Broadcast | Kind::ByteBroadcast => Some(broadcast_view(mem)?.describe()),
+        _ => None,
+    }
 }
 
 #[cfg(not(loom))]

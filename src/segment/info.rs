@@ -76,6 +76,49 @@ pub struct SegmentInfo {
     /// For semaphores, mutexes and events: their state. `None` for other kinds, or
     /// when the object's header does not validate.
     pub sync: Option<SyncInfo>,
+    /// For broadcast rings: policy, publisher, each subscriber's position and lag.
+    /// `None` for other kinds, or when the ring's header does not validate.
+    pub broadcast: Option<BroadcastInfo>,
+}
+
+/// What `tally inspect` shows of a broadcast ring (a snapshot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BroadcastInfo {
+    /// `"lossless"` or `"lossy"`.
+    pub policy: &'static str,
+    /// Slots.
+    pub capacity: u64,
+    /// Bytes per slot, including its sequence word and padding.
+    pub slot_bytes: u64,
+    /// Payload bytes per slot: the payload type's size, or the largest byte message.
+    pub max_message: u64,
+    /// Next position the publisher will commit (messages committed over the ring's life).
+    pub tail: u64,
+    /// The publisher role.
+    pub publisher: RoleInfo,
+    /// Every claimed subscriber cursor.
+    pub subscribers: Vec<SubscriberInfo>,
+    /// Subscriber handles made over the ring's life.
+    pub subscribers_ever: u32,
+    /// Cursors dropped because their subscriber died, over the ring's life.
+    pub dropped_dead: u64,
+}
+
+/// One subscriber of a broadcast ring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriberInfo {
+    /// Its cursor line.
+    pub line: u32,
+    /// The holder-table slot of its process (its pid is in [`SegmentInfo::holders`]).
+    pub holder_slot: u32,
+    /// Next position it reads.
+    pub position: u64,
+    /// Messages committed it has not read (`tail - position`).
+    pub lag: u64,
+    /// Messages it missed (lossy), over its life.
+    pub lagged: u64,
 }
 
 /// What `tally inspect` shows of a synchronization object (a snapshot).

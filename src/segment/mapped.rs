@@ -246,6 +246,7 @@ impl Mapped {
             holders,
             ring: crate::objects::ring_info(self.layout.kind, self.object()),
             sync: crate::objects::sync_info(self.layout.kind, self.object()),
+            broadcast: crate::objects::broadcast_info(self.layout.kind, self.object()),
         }
     }
 

@@ -74,6 +74,10 @@ pub enum Kind {
     Mutex,
     /// A manual- or auto-reset event ([`crate::Event`]).
     Event,
+    /// A one-publisher, many-subscriber ring of typed messages ([`crate::Broadcast`]).
+    Broadcast,
+    /// A one-publisher, many-subscriber ring of byte messages ([`crate::ByteBroadcast`]).
+    ByteBroadcast,
     /// A tag this build does not know.
     Unknown(u32),
 }
@@ -89,6 +93,8 @@ impl Kind {
             Kind::Semaphore => 6,
             Kind::Mutex => 7,
             Kind::Event => 8,
+            Kind::Broadcast => 9,
+            Kind::ByteBroadcast => 10,
             Kind::Unknown(t) => t,
         }
     }
@@ -103,6 +109,8 @@ impl Kind {
             6 => Kind::Semaphore,
             7 => Kind::Mutex,
             8 => Kind::Event,
+            9 => Kind::Broadcast,
+            10 => Kind::ByteBroadcast,
             t => Kind::Unknown(t),
         }
     }
@@ -118,6 +126,8 @@ impl Kind {
             Kind::Semaphore => "semaphore",
             Kind::Mutex => "mutex",
             Kind::Event => "event",
+            Kind::Broadcast => "broadcast",
+            Kind::ByteBroadcast => "byte-broadcast",
             Kind::Unknown(_) => "unknown",
         }
     }
@@ -228,7 +238,7 @@ use debris::clear_abandoned;
 pub(crate) use debris::sweep_init_debris;
 use info::state_name;
 pub use info::{
-    ClaimInfo, Creation, EventInfo, HolderInfo, MutexInfo, RingInfo, RoleInfo, SegmentInfo,
-    SemaphoreInfo, SweepOutcome, SyncInfo,
+    BroadcastInfo, ClaimInfo, Creation, EventInfo, HolderInfo, MutexInfo, RingInfo, RoleInfo,
+    SegmentInfo, SemaphoreInfo, SubscriberInfo, SweepOutcome, SyncInfo,
 };
 use mapped::{Mapped, clear_record};
