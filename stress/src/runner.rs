@@ -655,9 +655,23 @@ fn drive(r: &mut Runner, held: Held) -> Result<Report, String> {
     let _ = held.sem.sweep();
     let available = held.sem.count();
     let max = held.sem.max();
+    // Permits not back, plus any disagreement between the count and the holders'
+    // records (available + recorded = maximum).
     let mut permit_errors = u64::from(max.abs_diff(available)) + sum(Role::Permits, slot::FAILURES);
     if let Some(tally::SyncInfo::Semaphore(s)) = held.sem.info().sync {
-        permit_errors += s.permits.iter().map(|&(_, n)| u64::from(n)).sum::<u64>();
+        let recorded: u64 = s.permits.iter().map(|&(_, n)| u64::from(n)).sum();
+        let off = (u64::from(available) + recorded).abs_diff(u64::from(max));
+        if off != 0 {
+            permit_errors += off;
+            r.failures.push(format!(
+                "semaphore: {available} available + {recorded} recorded against holders != maximum {max}"
+            ));
+        }
+    }
+    if available != max {
+        r.failures.push(format!(
+            "semaphore: {available} of {max} permits available after every worker ended and a sweep"
+        ));
     }
 
     // Mutex: the count lies between the acknowledged increments and those plus the
