@@ -6,6 +6,9 @@
 //! committed was lost, duplicated (beyond documented redelivery), reordered or torn,
 //! that permits and the mutex counter add up, and that nothing is left in /dev/shm.
 
+// `json!` of the report nests deeper than the default limit.
+#![recursion_limit = "256"]
+
 mod broadcast;
 mod check;
 mod names;

@@ -109,6 +109,7 @@ impl Report {
             "redelivered": v.redelivered,
             "reordered": v.reordered,
             "torn": v.torn,
+            "late_redeliveries": v.late_redeliveries,
             "phantom": v.phantom,
             "kills": self.kills,
             "hook_kills": self.hook_kills,
@@ -160,14 +161,15 @@ impl Report {
             v.committed, self.producers, self.spsc, v.delivered, v.redelivered
         );
         s += &format!(
-            "              lost {}, duplicated {}, reordered {}, torn {}, never sent {}; ring: {} positions skipped, {} redelivered\n",
+            "              lost {}, duplicated {}, reordered {}, torn {}, never sent {}\n              MPMC ring: {} positions skipped, {} messages redelivered ({} of them after later ones)\n",
             v.lost,
             v.duplicated,
             v.reordered,
             v.torn,
             v.phantom,
             self.ring_skipped,
-            self.ring_redelivered
+            self.ring_redelivered,
+            v.late_redeliveries
         );
         s += &format!(
             "  permits     {} taken; {} of {} available at the end; errors {}\n",

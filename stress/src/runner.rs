@@ -404,7 +404,13 @@ impl Runner {
     }
 
     /// Runs the checker over one queue's producers and consumers.
-    fn check_queue(&self, producer: Role, consumer: Role, pair: Option<u32>) -> Verdict {
+    fn check_queue(
+        &self,
+        producer: Role,
+        consumer: Role,
+        pair: Option<u32>,
+        ring_redelivered: Option<u64>,
+    ) -> Verdict {
         let mine = |w: &&Worker| pair.is_none_or(|p| w.pair == p);
         let producers: HashMap<u32, ProducerEnd> = self
             .workers
@@ -434,7 +440,7 @@ impl Runner {
                     killed: w.fate != Fate::Stopped,
                 }
             });
-        check::check_queue(&producers, logs)
+        check::check_queue(&producers, logs, ring_redelivered)
     }
 }
 
@@ -637,12 +643,17 @@ fn drive(r: &mut Runner, held: Held) -> Result<Report, String> {
         r.stop(|role| role.is_consumer(), Duration::from_secs(15));
     }
 
-    let mut verdict = r.check_queue(Role::MpmcProducer, Role::MpmcConsumer, None);
+    let ring = held.mpmc.info().ring;
+    let mut verdict = r.check_queue(
+        Role::MpmcProducer,
+        Role::MpmcConsumer,
+        None,
+        Some(ring.as_ref().map_or(0, |i| i.redelivered)),
+    );
     for p in 0..cfg.spsc {
-        verdict.merge(r.check_queue(Role::SpscProducer, Role::SpscConsumer, Some(p)));
+        verdict.merge(r.check_queue(Role::SpscProducer, Role::SpscConsumer, Some(p), None));
     }
 
-    let ring = held.mpmc.info().ring;
     let sum = |role: Role, i: usize| -> u64 {
         r.workers
             .iter()
