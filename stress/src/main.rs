@@ -61,7 +61,12 @@ fn parse_interval(s: &str) -> Result<Interval, String> {
 /// Exit status: 0 every check passed, 1 a check failed, 2 bad usage, 3 the run could
 /// not be set up.
 #[derive(Parser, Debug)]
-#[command(name = "tally-stress", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "tally-stress",
+    version,
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
+)]
 struct Cli {
     #[command(subcommand)]
     sub: Option<Sub>,

@@ -452,6 +452,7 @@ fn plant_arg(p: Plant) -> &'static str {
         Plant::Torn => "torn",
         Plant::Leak => "leak",
         Plant::LostPermit => "lost-permit",
+        Plant::Stall => "stall",
     }
 }
 
@@ -588,9 +589,24 @@ fn drive(r: &mut Runner, held: Held) -> Result<Report, String> {
     let mut watchdog: Option<String> = None;
     let mut progress = Progress::new(cfg.seconds, cfg.json);
     let mut next_look = start;
+    let mut stall_at =
+        (cfg.plant == Some(Plant::Stall)).then(|| start + Duration::from_millis(500));
     while Instant::now() < end && !INTERRUPTED.load(Ordering::Relaxed) {
         r.reap_and_replace()?;
         let now = Instant::now();
+        if stall_at.is_some_and(|at| now >= at) {
+            stall_at = None;
+            for w in r
+                .workers
+                .iter()
+                .filter(|w| w.child.is_some() && w.role == Role::MpmcConsumer)
+            {
+                // SAFETY: kill(2) of our own unreaped child.
+                unsafe {
+                    libc::kill(w.pid as libc::pid_t, libc::SIGSTOP);
+                }
+            }
+        }
         if let Some(at) = next_kill
             && now >= at
         {

@@ -115,6 +115,26 @@ fn a_lost_permit_is_reported() {
 }
 
 #[test]
+fn the_watchdog_fires_on_a_stall_and_prints_every_object() {
+    let (code, report) = run(&["--plant", "stall", "--stall-ms", "1000", "--seconds", "20"]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["watchdog"], true, "{report:#}");
+    assert!(u(&report, "max_stall_ms") > 1000, "{report:#}");
+    let ran = report["seconds"].as_f64().expect("seconds");
+    assert!(ran < 15.0, "the watchdog ends the run: {report:#}");
+    let failures = report["failures"].to_string();
+    assert!(
+        failures.contains("MPMC ring made no progress"),
+        "{failures}"
+    );
+    // What `tally inspect` shows: the ring's state and its holders.
+    assert!(
+        failures.contains(".mpmc") && failures.contains("holders"),
+        "{failures}"
+    );
+}
+
+#[test]
 fn a_run_with_kills_passes_every_check() {
     let (code, report) = run(&["--kill-interval-ms", "20..60", "--seed", "11"]);
     assert_eq!(code, 0, "{report:#}");

@@ -71,6 +71,9 @@ pub enum Plant {
     Leak,
     /// The runner takes one permit and never returns it (a lost permit).
     LostPermit,
+    /// The runner stops (SIGSTOP) every MPMC consumer half a second in: the watchdog
+    /// must fire.
+    Stall,
 }
 
 /// Arguments of `tally-stress worker`.
