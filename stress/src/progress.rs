@@ -21,7 +21,7 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new(seconds);
             b.set_style(
-                ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} s  {msg}")
+                ProgressStyle::with_template("{elapsed:>4} [{bar:20}] {pos}/{len} s {wide_msg}")
                     .expect("a valid template")
                     .progress_chars("=> "),
             );

@@ -14,9 +14,9 @@ use crate::stats::slot;
 /// How long an attempt may keep failing with retryable errors.
 pub const RECOVERY_BOUND: Duration = Duration::from_secs(5);
 
-/// A lifecycle worker's create hook: die at a random step of create, 1 in 250.
+/// A lifecycle worker's create hook: die at a random step of create, 1 in 2000.
 fn create_hook(_step: u32) {
-    maybe_die(250);
+    maybe_die(2000);
 }
 
 /// An object kept open across cycles, so that opens also meet live objects.

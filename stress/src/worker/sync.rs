@@ -29,9 +29,9 @@ pub const PENDING: usize = 2;
 /// Index of the ambiguous count.
 pub const AMBIGUOUS: usize = 3;
 
-/// A permit worker's hook: die at a random step of acquire or release, 1 in 3000.
+/// A permit worker's hook: die at a random step of acquire or release, 1 in 50 000.
 fn sync_hook(_step: u32) {
-    maybe_die(3000);
+    maybe_die(50_000);
 }
 
 /// Takes a permit, holds it briefly, returns it; until told to stop.
