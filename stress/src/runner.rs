@@ -531,7 +531,12 @@ pub fn run(cfg: Config) -> Result<Report, String> {
         failures: Vec::new(),
         planted_first: false,
     };
-    let report = drive(&mut runner, held);
+    // A panic of the runner itself still ends its workers and cleans up.
+    let report =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drive(&mut runner, held)))
+            .unwrap_or_else(|_| {
+                Err("the runner panicked (see above); workers killed, objects removed".into())
+            });
     runner.kill_all();
     let pids: Vec<u32> = runner.workers.iter().map(|w| w.pid).collect();
     cleanup(&runner.names, &pids);

@@ -14,7 +14,8 @@ use crate::stats::slot;
 /// How long an attempt may keep failing with retryable errors.
 pub const RECOVERY_BOUND: Duration = Duration::from_secs(5);
 
-/// A lifecycle worker's create hook: die at a random step of create, 1 in 2000.
+/// A lifecycle worker's hook: die at a random step of create (or of a semaphore
+/// acquire or release, or an event's set), 1 in 2000.
 fn create_hook(_step: u32) {
     maybe_die(2000);
 }
@@ -95,6 +96,8 @@ fn cycle(ctx: &mut Ctx, i: usize) -> Result<Option<Kept>, Error> {
 pub fn run(ctx: &mut Ctx) -> Result<(), String> {
     if ctx.args.chaos {
         tally::__private::set_create_hook(create_hook);
+        // Also inside the lifecycle semaphore's acquire and release, and the event's set.
+        tally::__private::set_sync_step_hook(create_hook);
     }
     let mut kept: Vec<Kept> = Vec::new();
     let mut cycles = 0u64;
