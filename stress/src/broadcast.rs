@@ -74,6 +74,12 @@ pub fn publish(ctx: &mut Ctx) -> Result<(), String> {
     let ring = ByteBroadcast::open(&ctx.names.broadcast()).map_err(|e| e.to_string())?;
     let mut tx = claim_publisher(&ring)?;
     let base = tx.position();
+    // The first publisher waits for every seat's first subscriber, so that they all
+    // see the stream from its start (a successor does not: seats may be vacant).
+    if base == 0 {
+        let seats = ctx.args.subscribers as usize;
+        while !stopping() && !tx.wait_for_subscribers(seats, POLL) {}
+    }
     ctx.stats.set(slot::BASE, base);
     ctx.stats.set(slot::PROGRESS, base);
     ctx.stats.set(slot::JOINED, 1);

@@ -1,7 +1,8 @@
 //! `tally-stress`: a multi-process chaos runner for tally.
 //!
 //! Producers and consumers on an MPMC ring and on SPSC rings, workers on a resource
-//! semaphore and a mutex, and lifecycle workers racing open_or_create and drop, all
+//! semaphore and a mutex, a publisher and subscribers on a lossless broadcast ring
+//! (`--subscribers`), and lifecycle workers racing open_or_create and drop, all
 //! real processes, killed at random and replaced; at the end it checks that nothing
 //! committed was lost, duplicated (beyond documented redelivery), reordered or torn,
 //! that permits and the mutex counter add up, and that nothing is left in /dev/shm.

@@ -203,6 +203,7 @@ impl Runner {
             .args(["--seed", &self.cfg.seed.to_string()])
             .args(["--payload", &self.cfg.payload.to_string()])
             .args(["--pair", &pair.to_string()])
+            .args(["--subscribers", &self.cfg.subscribers.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err);

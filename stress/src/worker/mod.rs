@@ -113,6 +113,9 @@ pub struct WorkerArgs {
     /// Which SPSC pair.
     #[arg(long, default_value_t = 0)]
     pub pair: u32,
+    /// Subscriber seats of the broadcast ring (the first publisher waits for them).
+    #[arg(long, default_value_t = 0)]
+    pub subscribers: u32,
     /// Kill itself at random steps of the library's test hooks.
     #[arg(long)]
     pub chaos: bool,
