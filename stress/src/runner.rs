@@ -360,6 +360,21 @@ impl Runner {
         let live: Vec<usize> = (0..self.workers.len())
             .filter(|&w| self.workers[w].child.is_some() && which(self.workers[w].role))
             .collect();
+        let deadline = Instant::now() + grace;
+        for &w in &live {
+            // A worker installs its SIGTERM handler before it creates its stats file:
+            // one that has not got that far yet would die of the signal instead of
+            // stopping cleanly (a consumer then leaves its ring undrained).
+            while !self.stats_path(self.workers[w].id).exists()
+                && Instant::now() < deadline
+                && self.workers[w]
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         for &w in &live {
             // SAFETY: kill(2) of our own child, which we have not reaped yet (its pid
             // cannot have been reused).
