@@ -1,7 +1,8 @@
 //! `tally-stress`: a multi-process chaos runner for tally.
 //!
 //! Producers and consumers on an MPMC ring and on SPSC rings, workers on a resource
-//! semaphore and a mutex, and lifecycle workers racing open_or_create and drop, all
+//! semaphore and a mutex, a publisher and subscribers on a lossless broadcast ring
+//! (`--subscribers`), and lifecycle workers racing open_or_create and drop, all
 //! real processes, killed at random and replaced; at the end it checks that nothing
 //! committed was lost, duplicated (beyond documented redelivery), reordered or torn,
 //! that permits and the mutex counter add up, and that nothing is left in /dev/shm.
@@ -82,8 +83,8 @@ struct Cli {
     /// Producer/consumer pairs, each on its own SPSC ring.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=32))]
     spsc: u32,
-    /// Subscribers on a lossless broadcast ring (needs the broadcast ring, issue 9).
-    #[arg(long, default_value_t = 0)]
+    /// Subscriber seats on a lossless broadcast ring, with one publisher (0: none).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
     subscribers: u32,
     /// Largest message payload in bytes (each message is 16 header bytes plus between
     /// half of this and this).
@@ -139,10 +140,6 @@ fn main() -> ExitCode {
     if let Some(Sub::Worker(args)) = cli.sub {
         return ExitCode::from(worker::run(args) as u8);
     }
-    if let Err(e) = broadcast::check(cli.subscribers) {
-        eprintln!("tally-stress: error: {e}");
-        return ExitCode::from(2);
-    }
     let seed = cli.seed.unwrap_or_else(|| {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -155,6 +152,7 @@ fn main() -> ExitCode {
         producers: cli.producers,
         consumers: cli.consumers,
         spsc: cli.spsc,
+        subscribers: cli.subscribers,
         payload: cli.payload as usize,
         kill_interval: cli.kill_interval_ms.map(|i| (i.lo, i.hi)),
         seed,

@@ -37,6 +37,11 @@ impl Names {
         format!("{}.spsc{pair}", self.prefix)
     }
 
+    /// The broadcast ring.
+    pub fn broadcast(&self) -> String {
+        format!("{}.bcast", self.prefix)
+    }
+
     /// The resource semaphore.
     pub fn semaphore(&self) -> String {
         format!("{}.permits", self.prefix)

@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use crate::broadcast::BroadcastVerdict;
 use crate::check::Verdict;
 
 /// Everything a run found.
@@ -15,6 +16,10 @@ pub struct Report {
     pub consumers: u32,
     /// SPSC pairs.
     pub spsc: u32,
+    /// Subscriber seats on the broadcast ring.
+    pub subscribers: u32,
+    /// The broadcast ring's checks, when it ran.
+    pub broadcast: Option<BroadcastVerdict>,
     /// Largest payload.
     pub payload: usize,
     /// The seed (`--seed` replays the run's choices).
@@ -80,6 +85,7 @@ impl Report {
     /// Whether every check passed.
     pub fn passed(&self) -> bool {
         self.verdict.passed()
+            && self.broadcast.as_ref().is_none_or(BroadcastVerdict::passed)
             && self.leaked_segments == 0
             && self.permit_errors == 0
             && self.mutex_errors == 0
@@ -92,25 +98,42 @@ impl Report {
     /// The report as JSON.
     pub fn json(&self) -> serde_json::Value {
         let v = &self.verdict;
+        let b = self.broadcast.clone().unwrap_or_default();
+        let bv = &b.verdict;
         json!({
             "passed": self.passed(),
             "seconds": (self.seconds * 1000.0).round() / 1000.0,
             "producers": self.producers,
             "consumers": self.consumers,
             "spsc": self.spsc,
+            "subscribers": self.subscribers,
             "payload": self.payload,
             "seed": self.seed,
             "prefix": self.prefix,
             "kill_interval_ms": self.kill_interval_ms.map(|(lo, hi)| json!([lo, hi])),
             "messages_committed": v.committed,
             "messages_delivered": v.delivered,
-            "lost_committed": v.lost,
-            "duplicated": v.duplicated,
+            // Failures of every ring, the broadcast ring's included.
+            "lost_committed": v.lost + bv.lost,
+            "duplicated": v.duplicated + bv.duplicated,
             "redelivered": v.redelivered,
-            "reordered": v.reordered,
-            "torn": v.torn,
+            "reordered": v.reordered + bv.reordered,
+            "torn": v.torn + bv.torn,
             "late_redeliveries": v.late_redeliveries,
-            "phantom": v.phantom,
+            "phantom": v.phantom + bv.phantom,
+            "broadcast": self.broadcast.as_ref().map(|_| json!({
+                "messages_committed": bv.committed,
+                "messages_delivered": bv.delivered,
+                "subscriber_joins": b.joins,
+                "lost_committed": bv.lost,
+                "duplicated": bv.duplicated,
+                "reordered": bv.reordered,
+                "torn": bv.torn,
+                "phantom": bv.phantom,
+                "sequence_breaks": b.sequence_breaks,
+                "rejoin_redelivered": b.rejoin_redelivered,
+                "rejoin_missed": b.rejoin_missed,
+            })),
             "kills": self.kills,
             "hook_kills": self.hook_kills,
             "restarts": self.restarts,
@@ -134,7 +157,7 @@ impl Report {
             "max_stall_ms": self.max_stall_ms,
             "watchdog": self.watchdog,
             "interrupted": self.interrupted,
-            "failures": self.failures.iter().chain(&v.examples).collect::<Vec<_>>(),
+            "failures": self.failures.iter().chain(&v.examples).chain(&bv.examples).collect::<Vec<_>>(),
         })
     }
 
@@ -171,6 +194,24 @@ impl Report {
             self.ring_redelivered,
             v.late_redeliveries
         );
+        if let Some(b) = &self.broadcast {
+            let bv = &b.verdict;
+            s += &format!(
+                "  broadcast   {} committed by the publisher(s), {} delivered to {} subscriber processes on {} seats\n              lost {}, duplicated {}, reordered {}, torn {}, never sent {}, sequence breaks {}\n              replacements: {} received again, {} missed while their seat was vacant (not failures)\n",
+                bv.committed,
+                bv.delivered,
+                b.joins,
+                self.subscribers,
+                bv.lost,
+                bv.duplicated,
+                bv.reordered,
+                bv.torn,
+                bv.phantom,
+                b.sequence_breaks,
+                b.rejoin_redelivered,
+                b.rejoin_missed
+            );
+        }
         s += &format!(
             "  permits     {} taken; {} of {} available at the end; errors {}\n",
             self.permits_taken, self.permits_available, self.permits_max, self.permit_errors
@@ -201,7 +242,12 @@ impl Report {
             },
             self.worker_failures
         );
-        let problems: Vec<&String> = self.failures.iter().chain(&v.examples).collect();
+        let bex = self
+            .broadcast
+            .as_ref()
+            .map(|b| &b.verdict.examples[..])
+            .unwrap_or(&[]);
+        let problems: Vec<&String> = self.failures.iter().chain(&v.examples).chain(bex).collect();
         if !problems.is_empty() {
             s += "failures:\n";
             for p in problems.iter().take(40) {

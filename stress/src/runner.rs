@@ -8,8 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tally::{ByteRing, MpmcByteRing, Mutex, Options, Region, Semaphore};
+use tally::{ByteBroadcast, ByteRing, MpmcByteRing, Mutex, Options, Region, Semaphore};
 
+use crate::broadcast::{BroadcastVerdict, PublisherEnd, SubscriberEnd};
 use crate::check::{self, ConsumerLog, ProducerEnd, Verdict};
 use crate::names::Names;
 use crate::progress::Progress;
@@ -31,6 +32,8 @@ pub struct Config {
     pub consumers: u32,
     /// SPSC pairs.
     pub spsc: u32,
+    /// Subscriber seats on the broadcast ring (0: no broadcast ring).
+    pub subscribers: u32,
     /// Largest payload in bytes.
     pub payload: usize,
     /// Kill a worker every `lo..=hi` ms, if set.
@@ -97,6 +100,7 @@ enum Fate {
 enum Family {
     Mpmc,
     Spsc(u32),
+    Broadcast,
     Permits,
     Mutex,
     Lifecycle,
@@ -107,6 +111,7 @@ impl std::fmt::Display for Family {
         match self {
             Family::Mpmc => f.write_str("MPMC ring"),
             Family::Spsc(p) => write!(f, "SPSC ring {p}"),
+            Family::Broadcast => f.write_str("broadcast ring"),
             Family::Permits => f.write_str("resource semaphore"),
             Family::Mutex => f.write_str("mutex"),
             Family::Lifecycle => f.write_str("lifecycle"),
@@ -130,6 +135,7 @@ impl Worker {
         match self.role {
             Role::MpmcProducer | Role::MpmcConsumer => Family::Mpmc,
             Role::SpscProducer | Role::SpscConsumer => Family::Spsc(self.pair),
+            Role::Publisher | Role::Subscriber => Family::Broadcast,
             Role::Permits => Family::Permits,
             Role::Mutex => Family::Mutex,
             Role::Lifecycle => Family::Lifecycle,
@@ -138,7 +144,10 @@ impl Worker {
 
     /// Whether its progress counter is what the family's progress is measured by.
     fn counts_progress(&self) -> bool {
-        !matches!(self.role, Role::MpmcProducer | Role::SpscProducer)
+        !matches!(
+            self.role,
+            Role::MpmcProducer | Role::SpscProducer | Role::Publisher
+        )
     }
 }
 
@@ -147,6 +156,7 @@ impl Worker {
 struct Held {
     mpmc: MpmcByteRing,
     spsc: Vec<ByteRing>,
+    bcast: Option<ByteBroadcast>,
     sem: Semaphore,
     mutex: Mutex<Counter>,
     /// A segment kept past the end on purpose (`--plant leak`).
@@ -193,6 +203,7 @@ impl Runner {
             .args(["--seed", &self.cfg.seed.to_string()])
             .args(["--payload", &self.cfg.payload.to_string()])
             .args(["--pair", &pair.to_string()])
+            .args(["--subscribers", &self.cfg.subscribers.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err);
@@ -349,6 +360,21 @@ impl Runner {
         let live: Vec<usize> = (0..self.workers.len())
             .filter(|&w| self.workers[w].child.is_some() && which(self.workers[w].role))
             .collect();
+        let deadline = Instant::now() + grace;
+        for &w in &live {
+            // A worker installs its SIGTERM handler before it creates its stats file:
+            // one that has not got that far yet would die of the signal instead of
+            // stopping cleanly (a consumer then leaves its ring undrained).
+            while !self.stats_path(self.workers[w].id).exists()
+                && Instant::now() < deadline
+                && self.workers[w]
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         for &w in &live {
             // SAFETY: kill(2) of our own child, which we have not reaped yet (its pid
             // cannot have been reused).
@@ -444,6 +470,43 @@ impl Runner {
     }
 }
 
+impl Runner {
+    /// Runs the broadcast check over every publisher and every subscriber seat.
+    fn check_broadcast(&self, ring: &ByteBroadcast, seats: u32) -> BroadcastVerdict {
+        let tail = ring.info().broadcast.map_or(0, |b| b.tail);
+        let publishers: Vec<PublisherEnd> = self
+            .workers
+            .iter()
+            .filter(|w| w.role == Role::Publisher)
+            .map(|w| PublisherEnd {
+                id: w.id,
+                joined: w.stats[slot::JOINED] == 1,
+                base: w.stats[slot::BASE],
+                committed: w.stats[slot::PROGRESS],
+                clean: w.fate == Fate::Stopped,
+            })
+            .collect();
+        let seats: Vec<Vec<SubscriberEnd>> = (0..seats)
+            .map(|seat| {
+                self.workers
+                    .iter()
+                    .filter(|w| w.role == Role::Subscriber && w.pair == seat)
+                    .map(|w| {
+                        let path = self.dir.join(format!("w{}.log", w.id));
+                        SubscriberEnd {
+                            joined: w.stats[slot::JOINED] == 1,
+                            base: w.stats[slot::BASE],
+                            records: wire::read_log(&path).map(|(r, _)| r).unwrap_or_default(),
+                            clean: w.fate == Fate::Stopped,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        crate::broadcast::check(&publishers, &seats, tail)
+    }
+}
+
 fn plant_arg(p: Plant) -> &'static str {
     match p {
         Plant::Lost => "lost",
@@ -452,6 +515,8 @@ fn plant_arg(p: Plant) -> &'static str {
         Plant::Torn => "torn",
         Plant::Leak => "leak",
         Plant::LostPermit => "lost-permit",
+        Plant::BroadcastLost => "broadcast-lost",
+        Plant::BroadcastTorn => "broadcast-torn",
         Plant::Stall => "stall",
     }
 }
@@ -480,6 +545,16 @@ fn create_objects(cfg: &Config, names: &Names) -> Result<Held, String> {
         .map(|p| ByteRing::create_with(&names.spsc(p), cfg.capacity, max_msg, &opts))
         .collect::<tally::Result<Vec<_>>>()
         .map_err(|e| io_err("create an SPSC ring", e))?;
+    let bcast = if cfg.subscribers > 0 {
+        Some(crate::broadcast::create(
+            &names.broadcast(),
+            cfg.capacity,
+            max_msg,
+            &opts,
+        )?)
+    } else {
+        None
+    };
     let sem = Semaphore::create_resource_with(&names.semaphore(), cfg.permits, &opts)
         .map_err(|e| io_err("create the semaphore", e))?;
     let mutex = Mutex::<Counter>::create_with(&names.mutex(), [0; 4], &opts)
@@ -495,6 +570,7 @@ fn create_objects(cfg: &Config, names: &Names) -> Result<Held, String> {
     Ok(Held {
         mpmc,
         spsc,
+        bcast,
         sem,
         mutex,
         planted,
@@ -563,6 +639,10 @@ fn drive(r: &mut Runner, held: Held) -> Result<Report, String> {
         plan.push((Role::SpscConsumer, p));
         plan.push((Role::SpscProducer, p));
     }
+    if cfg.subscribers > 0 {
+        plan.extend((0..cfg.subscribers).map(|s| (Role::Subscriber, s)));
+        plan.push((Role::Publisher, 0));
+    }
     plan.extend((0..cfg.permit_workers).map(|_| (Role::Permits, 0)));
     plan.extend((0..cfg.mutex_workers).map(|_| (Role::Mutex, 0)));
     plan.extend((0..cfg.lifecycle).map(|_| (Role::Lifecycle, 0)));
@@ -573,6 +653,8 @@ fn drive(r: &mut Runner, held: Held) -> Result<Report, String> {
                 Role::MpmcConsumer,
             )
             | (Some(p @ Plant::Torn), Role::MpmcProducer)
+            | (Some(p @ Plant::BroadcastLost), Role::Subscriber)
+            | (Some(p @ Plant::BroadcastTorn), Role::Publisher)
                 if !r.planted_first =>
             {
                 r.planted_first = true;
@@ -675,6 +757,11 @@ fn drive(r: &mut Runner, held: Held) -> Result<Report, String> {
         verdict.merge(r.check_queue(Role::SpscProducer, Role::SpscConsumer, Some(p), None));
     }
 
+    let bcast = held
+        .bcast
+        .as_ref()
+        .map(|b| r.check_broadcast(b, cfg.subscribers));
+
     let sum = |role: Role, i: usize| -> u64 {
         r.workers
             .iter()
@@ -739,11 +826,12 @@ fn drive(r: &mut Runner, held: Held) -> Result<Report, String> {
     let Held {
         mpmc,
         spsc,
+        bcast: bcast_ring,
         sem,
         mutex,
         planted,
     } = held;
-    drop((mpmc, spsc, sem, mutex));
+    drop((mpmc, spsc, bcast_ring, sem, mutex));
     let (leaked, swept) = leak_check(&r.names, &all_pids);
     drop(planted);
 
@@ -755,7 +843,9 @@ fn drive(r: &mut Runner, held: Held) -> Result<Report, String> {
         + sum(Role::MpmcProducer, slot::FAILURES)
         + sum(Role::MpmcConsumer, slot::FAILURES)
         + sum(Role::SpscProducer, slot::FAILURES)
-        + sum(Role::SpscConsumer, slot::FAILURES);
+        + sum(Role::SpscConsumer, slot::FAILURES)
+        + sum(Role::Publisher, slot::FAILURES)
+        + sum(Role::Subscriber, slot::FAILURES);
     for w in &r.workers {
         let t = err_tail(&r.dir, w.id);
         if !t.is_empty() && !matches!(w.fate, Fate::Failed(_)) {
@@ -771,6 +861,8 @@ fn drive(r: &mut Runner, held: Held) -> Result<Report, String> {
         producers: cfg.producers,
         consumers: cfg.consumers,
         spsc: cfg.spsc,
+        subscribers: cfg.subscribers,
+        broadcast: bcast,
         payload: cfg.payload,
         seed: cfg.seed,
         prefix: r.names.prefix.clone(),

@@ -20,6 +20,10 @@ pub mod slot {
     pub const RETRIES: usize = 2;
     /// Set to 1 by a worker that stopped cleanly when told to.
     pub const CLEAN_EXIT: usize = 4;
+    /// Broadcast: the ring position a publisher started at or a subscriber joined at.
+    pub const BASE: usize = 5;
+    /// Broadcast: set to 1 once `BASE` is stored.
+    pub const JOINED: usize = 6;
     /// Number of counters.
     pub const COUNT: usize = 8;
 }

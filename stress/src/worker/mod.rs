@@ -28,6 +28,10 @@ pub enum Role {
     SpscProducer,
     /// The consumer of one SPSC ring (`--pair`).
     SpscConsumer,
+    /// The publisher of the broadcast ring.
+    Publisher,
+    /// A subscriber of the broadcast ring (`--pair`: its seat); logs each message.
+    Subscriber,
     /// Takes and returns permits of the resource semaphore.
     Permits,
     /// Increments the counter inside the mutex.
@@ -44,6 +48,8 @@ impl Role {
             Role::MpmcConsumer => "mpmc-consumer",
             Role::SpscProducer => "spsc-producer",
             Role::SpscConsumer => "spsc-consumer",
+            Role::Publisher => "publisher",
+            Role::Subscriber => "subscriber",
             Role::Permits => "permits",
             Role::Mutex => "mutex",
             Role::Lifecycle => "lifecycle",
@@ -52,7 +58,10 @@ impl Role {
 
     /// Whether it consumes a queue (stopped after every producer, so it can drain).
     pub fn is_consumer(self) -> bool {
-        matches!(self, Role::MpmcConsumer | Role::SpscConsumer)
+        matches!(
+            self,
+            Role::MpmcConsumer | Role::SpscConsumer | Role::Subscriber
+        )
     }
 }
 
@@ -71,6 +80,10 @@ pub enum Plant {
     Leak,
     /// The runner takes one permit and never returns it (a lost permit).
     LostPermit,
+    /// A broadcast subscriber does not log one message it received (lost).
+    BroadcastLost,
+    /// The broadcast publisher sends one message with a wrong checksum (torn).
+    BroadcastTorn,
     /// The runner stops (SIGSTOP) every MPMC consumer half a second in: the watchdog
     /// must fire.
     Stall,
@@ -100,6 +113,9 @@ pub struct WorkerArgs {
     /// Which SPSC pair.
     #[arg(long, default_value_t = 0)]
     pub pair: u32,
+    /// Subscriber seats of the broadcast ring (the first publisher waits for them).
+    #[arg(long, default_value_t = 0)]
+    pub subscribers: u32,
     /// Kill itself at random steps of the library's test hooks.
     #[arg(long)]
     pub chaos: bool,
@@ -210,6 +226,8 @@ pub fn run(args: WorkerArgs) -> i32 {
     let r = match ctx.args.role {
         Role::MpmcProducer | Role::SpscProducer => queue::produce(&mut ctx),
         Role::MpmcConsumer | Role::SpscConsumer => queue::consume(&mut ctx),
+        Role::Publisher => crate::broadcast::publish(&mut ctx),
+        Role::Subscriber => crate::broadcast::subscribe(&mut ctx),
         Role::Permits => sync::permits(&mut ctx),
         Role::Mutex => sync::mutex(&mut ctx),
         Role::Lifecycle => lifecycle::run(&mut ctx),
