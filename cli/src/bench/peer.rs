@@ -9,7 +9,9 @@ use clap::Args;
 use tally::{ByteRing, Region, ReserveError, Ring};
 
 use super::latency::{TWO_LINE_PING, TWO_LINE_PONG};
-use super::{BenchError, Mode, fill_payload, mpmc, new_histogram, read_payload, summary};
+use super::{
+    BenchError, Mode, broadcast, fill_payload, mpmc, new_histogram, read_payload, summary,
+};
 
 #[derive(Args, Clone, Debug)]
 pub struct PeerArgs {
@@ -211,6 +213,12 @@ pub fn run(a: PeerArgs) -> Result<(), BenchError> {
         }
         Mode::MpmcEcho | Mode::SpscEcho => {
             mpmc::peer_echo(a.mode, &a.name, a.name2.as_deref().ok_or("--name2")?)?;
+        }
+        Mode::BcastSubscribe | Mode::FanoutSubscribe => {
+            broadcast::peer_subscribe(a.mode, &a.name)?;
+        }
+        Mode::BcastEcho | Mode::FanoutEcho => {
+            broadcast::peer_echo(a.mode, &a.name, a.name2.as_deref().ok_or("--name2")?)?;
         }
     }
     Ok(())
