@@ -199,11 +199,12 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
             online_cpus()
         )));
     }
-    if let Some(spec) = args.mpmc {
-        check_mpmc(&args, spec)?;
-    }
+    // First: --broadcast with --mpmc is refused as such, not for an --mpmc detail.
     if args.broadcast.is_some() {
         check_broadcast(&args)?;
+    }
+    if let Some(spec) = args.mpmc {
+        check_mpmc(&args, spec)?;
     }
     let target = args.plot.as_deref().map(plot::Target::claim).transpose()?;
     let result = measure(&args, cpus, target.as_ref());
