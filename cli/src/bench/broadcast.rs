@@ -15,8 +15,8 @@
 //! line per direction, latency.rs) and the SPSC fan-out (the same acknowledgements, the
 //! message copied into N rings), so a drift of this shared machine touches them alike.
 //!
-//! Throughput: the publisher sends `0, 1, 2, ...` for `--seconds` (each half in two
-//! alternating rounds with the fan-out), then a stop value. Every subscriber checks that
+//! Throughput: the publisher sends `0, 1, 2, ...` for `--seconds` (split into four
+//! rounds alternating with the fan-out's four), then a stop value. Every subscriber checks that
 //! each message is the one after the last it read (a miss, a repeat or a reorder counts
 //! as an error), and reports how many it read and when it read the first and the stop;
 //! a subscriber that read fewer or more messages than were sent adds the difference to
@@ -48,7 +48,7 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 /// the one being waited for may need this CPU.
 const SPINS_BEFORE_YIELD: u32 = 128;
 /// Alternating throughput rounds (each `--seconds / THROUGHPUT_ROUNDS` long).
-const THROUGHPUT_ROUNDS: u32 = 2;
+const THROUGHPUT_ROUNDS: u32 = 4;
 
 /// `N`: 1..=31 subscriber processes.
 pub fn parse_count(s: &str) -> Result<usize, String> {
