@@ -70,11 +70,23 @@ pub fn layout(n: usize, list: &[usize]) -> Vec<usize> {
     (0..n).map(|i| rest[i % rest.len()]).collect()
 }
 
-/// Waits politely: spins, then yields the CPU now and then.
+/// Whether some of this run's processes share a CPU: the publisher on `publisher` and
+/// one subscriber on each of `subscribers`.
+pub fn oversubscribed(publisher: usize, subscribers: &[usize]) -> bool {
+    let mut cpus: Vec<usize> = subscribers.to_vec();
+    cpus.push(publisher);
+    cpus.sort_unstable();
+    cpus.dedup();
+    subscribers.len() + 1 > cpus.len()
+}
+
+/// Waits: spins, and where processes share a CPU (`share`) yields it now and then, as
+/// the one being waited for may need it. A process with a CPU of its own only spins: on
+/// a busy machine a yield can hand the CPU to another program for a whole slice.
 #[inline]
-fn backoff(fails: &mut u32) {
+fn backoff(fails: &mut u32, share: bool) {
     *fails += 1;
-    if fails.is_multiple_of(SPINS_BEFORE_YIELD) {
+    if share && fails.is_multiple_of(SPINS_BEFORE_YIELD) {
         std::thread::yield_now();
     } else {
         std::hint::spin_loop();
@@ -214,11 +226,11 @@ pub fn throughput(
         progress.step(&format!(
             "throughput: broadcast ring, {n} subscribers, round {k} of {THROUGHPUT_ROUNDS}, {seconds} s"
         ));
-        broadcast.add(stream(Via::Broadcast, seconds, &subscriber_cpus)?);
+        broadcast.add(stream(Via::Broadcast, seconds, cpus.0, &subscriber_cpus)?);
         progress.step(&format!(
             "throughput: SPSC fan-out, {n} rings, round {k} of {THROUGHPUT_ROUNDS}, {seconds} s"
         ));
-        fanout.add(stream(Via::Fanout, seconds, &subscriber_cpus)?);
+        fanout.add(stream(Via::Fanout, seconds, cpus.0, &subscriber_cpus)?);
     }
     Ok(ThroughputReport {
         subscribers: n,
@@ -231,7 +243,9 @@ pub fn throughput(
 
 /// One throughput round: this process publishes for `seconds` to one subscriber process
 /// per entry of `cpus`.
-fn stream(via: Via, seconds: f64, cpus: &[usize]) -> Result<Outcome, BenchError> {
+fn stream(via: Via, seconds: f64, publisher: usize, cpus: &[usize]) -> Result<Outcome, BenchError> {
+    let share = oversubscribed(publisher, cpus);
+    let extra = [("share-cpu", share.to_string())];
     let name = bench_name(if via == Via::Broadcast {
         "bcast"
     } else {
@@ -244,7 +258,7 @@ fn stream(via: Via, seconds: f64, cpus: &[usize]) -> Result<Outcome, BenchError>
             let mut tx = feed.publisher()?;
             let mut peers = Vec::new();
             for &cpu in cpus {
-                peers.push(Peer::spawn(Mode::BcastSubscribe, &name, 8, cpu, &[])?);
+                peers.push(Peer::spawn(Mode::BcastSubscribe, &name, 8, cpu, &extra)?);
             }
             if !tx.wait_for_subscribers(cpus.len(), ATTACH_TIMEOUT) {
                 return Err("broadcast subscribers did not attach".into());
@@ -260,7 +274,7 @@ fn stream(via: Via, seconds: f64, cpus: &[usize]) -> Result<Outcome, BenchError>
                             seq += 1;
                             fails = 0;
                         }
-                        Err(_) => backoff(&mut fails),
+                        Err(_) => backoff(&mut fails, share),
                     }
                 }
                 if Instant::now() >= end {
@@ -282,7 +296,7 @@ fn stream(via: Via, seconds: f64, cpus: &[usize]) -> Result<Outcome, BenchError>
                 .collect::<Result<Vec<_>, _>>()?;
             let mut peers = Vec::new();
             for (&cpu, n) in cpus.iter().zip(&names) {
-                peers.push(Peer::spawn(Mode::FanoutSubscribe, n, 8, cpu, &[])?);
+                peers.push(Peer::spawn(Mode::FanoutSubscribe, n, 8, cpu, &extra)?);
             }
             let end = Instant::now() + Duration::from_secs_f64(seconds);
             let mut seq = 0u64;
@@ -299,7 +313,7 @@ fn stream(via: Via, seconds: f64, cpus: &[usize]) -> Result<Outcome, BenchError>
                                     fails = 0;
                                     break;
                                 }
-                                Err(ReserveError::Full) => backoff(&mut fails),
+                                Err(ReserveError::Full) => backoff(&mut fails, share),
                                 Err(_) => break 'outer,
                             }
                         }
@@ -448,19 +462,27 @@ pub fn latency(
         progress.step(&format!(
             "latency: broadcast ring, {n} subscribers, round {k} of {ROUNDS}"
         ));
-        r.broadcast
-            .add(ping_pong(Via::Broadcast, &round_args, &r.subscriber_cpus)?)?;
+        r.broadcast.add(ping_pong(
+            Via::Broadcast,
+            &round_args,
+            cpus.0,
+            &r.subscriber_cpus,
+        )?)?;
         progress.step(&format!(
             "latency: SPSC fan-out, {n} rings, round {k} of {ROUNDS}"
         ));
-        r.fanout
-            .add(ping_pong(Via::Fanout, &round_args, &r.subscriber_cpus)?)?;
+        r.fanout.add(ping_pong(
+            Via::Fanout,
+            &round_args,
+            cpus.0,
+            &r.subscriber_cpus,
+        )?)?;
     }
     Ok(r)
 }
 
 /// Waits for every subscriber's acknowledgement of `i`.
-fn await_acks(rxs: &mut [tally::Consumer<u64>], i: u64) -> Result<(), BenchError> {
+fn await_acks(rxs: &mut [tally::Consumer<u64>], i: u64, share: bool) -> Result<(), BenchError> {
     for rx in rxs {
         let mut fails = 0u32;
         loop {
@@ -472,7 +494,7 @@ fn await_acks(rxs: &mut [tally::Consumer<u64>], i: u64) -> Result<(), BenchError
                 }
                 break;
             }
-            backoff(&mut fails);
+            backoff(&mut fails, share);
         }
     }
     Ok(())
@@ -480,7 +502,13 @@ fn await_acks(rxs: &mut [tally::Consumer<u64>], i: u64) -> Result<(), BenchError
 
 /// Ping-pong with one echo process per entry of `cpus`, each acknowledging on a ring of
 /// its own.
-fn ping_pong(via: Via, args: &BenchArgs, cpus: &[usize]) -> Result<Histogram<u64>, BenchError> {
+fn ping_pong(
+    via: Via,
+    args: &BenchArgs,
+    publisher: usize,
+    cpus: &[usize],
+) -> Result<Histogram<u64>, BenchError> {
+    let share = oversubscribed(publisher, cpus);
     let name = bench_name(if via == Via::Broadcast {
         "bping"
     } else {
@@ -506,7 +534,7 @@ fn ping_pong(via: Via, args: &BenchArgs, cpus: &[usize]) -> Result<Histogram<u64
                     &name,
                     8,
                     cpu,
-                    &[("name2", ack.clone())],
+                    &[("name2", ack.clone()), ("share-cpu", share.to_string())],
                 )?);
             }
             if !tx.wait_for_subscribers(cpus.len(), ATTACH_TIMEOUT) {
@@ -516,7 +544,7 @@ fn ping_pong(via: Via, args: &BenchArgs, cpus: &[usize]) -> Result<Histogram<u64
                 let mut slot = tx.reserve_wait();
                 *slot = i;
                 slot.commit();
-                await_acks(&mut rxs, i)
+                await_acks(&mut rxs, i, share)
             })?;
             tx.send(STOP);
             for p in peers {
@@ -541,14 +569,14 @@ fn ping_pong(via: Via, args: &BenchArgs, cpus: &[usize]) -> Result<Histogram<u64
                     ping,
                     8,
                     cpu,
-                    &[("name2", ack.clone())],
+                    &[("name2", ack.clone()), ("share-cpu", share.to_string())],
                 )?);
             }
             let h = latency::measure(args, |i| {
                 for tx in &mut txs {
                     tx.send(i).map_err(|_| "fan-out echo gone")?;
                 }
-                await_acks(&mut rxs, i)
+                await_acks(&mut rxs, i, share)
             })?;
             for tx in &mut txs {
                 tx.send(STOP).map_err(|_| "fan-out echo gone")?;
@@ -645,7 +673,7 @@ fn report(v: &Value) -> Result<(), BenchError> {
 
 /// A throughput subscriber: reads in place until the stop value, checking each
 /// message, and reports what it saw.
-pub fn peer_subscribe(mode: Mode, name: &str) -> Result<(), BenchError> {
+pub fn peer_subscribe(mode: Mode, name: &str, share: bool) -> Result<(), BenchError> {
     let mut c = Check::default();
     let mut fails = 0u32;
     if mode == Mode::BcastSubscribe {
@@ -665,7 +693,7 @@ pub fn peer_subscribe(mode: Mode, name: &str) -> Result<(), BenchError> {
                     c.check(seq);
                     fails = 0;
                 }
-                Err(BroadcastTryRecvError::Empty) => backoff(&mut fails),
+                Err(BroadcastTryRecvError::Empty) => backoff(&mut fails, share),
                 Err(BroadcastTryRecvError::Lagged(n)) => c.lagged += n,
                 Err(BroadcastTryRecvError::Disconnected) => break,
             }
@@ -685,7 +713,7 @@ pub fn peer_subscribe(mode: Mode, name: &str) -> Result<(), BenchError> {
                     c.check(seq);
                     fails = 0;
                 }
-                Err(TryRecvError::Empty) => backoff(&mut fails),
+                Err(TryRecvError::Empty) => backoff(&mut fails, share),
                 Err(TryRecvError::Disconnected) => break,
             }
         }
@@ -695,7 +723,7 @@ pub fn peer_subscribe(mode: Mode, name: &str) -> Result<(), BenchError> {
 
 /// A latency echo: reads each message on `name` in place and acknowledges it on the
 /// ring `ack`, until the stop value.
-pub fn peer_echo(mode: Mode, name: &str, ack: &str) -> Result<(), BenchError> {
+pub fn peer_echo(mode: Mode, name: &str, ack: &str, share: bool) -> Result<(), BenchError> {
     let ack = Ring::<u64>::open(ack)?;
     let mut tx = ack.producer()?;
     let mut fails = 0u32;
@@ -705,7 +733,7 @@ pub fn peer_echo(mode: Mode, name: &str, ack: &str) -> Result<(), BenchError> {
             super::peer::ready()?;
             loop {
                 let Ok(msg) = rx.peek() else {
-                    backoff(&mut fails);
+                    backoff(&mut fails, share);
                     continue;
                 };
                 let seq = *msg;
@@ -749,6 +777,14 @@ mod tests {
         assert_eq!(layout(3, &[0, 1]), vec![1, 1, 1]);
         assert_eq!(layout(3, &[0, 1, 2]), vec![1, 2, 1]);
         assert_eq!(layout(2, &[0]), vec![0, 0]);
+    }
+
+    #[test]
+    fn oversubscribed_counts_the_publisher() {
+        assert!(!oversubscribed(0, &[1]));
+        assert!(oversubscribed(0, &[1, 1]));
+        assert!(oversubscribed(0, &[0]));
+        assert!(!oversubscribed(0, &[1, 2]));
     }
 
     #[test]
