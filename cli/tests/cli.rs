@@ -1202,3 +1202,77 @@ fn bench_lifecycle_json_has_every_figure_and_leaves_nothing() {
         .collect();
     assert!(left.is_empty(), "left in /dev/shm: {left:?}");
 }
+
+#[test]
+fn bench_broadcast_usage_errors_exit_2_before_measuring() {
+    for args in [
+        &["bench", "--broadcast", "0"][..],
+        &["bench", "throughput", "--broadcast", "32"],
+        &["bench", "throughput", "--broadcast", "x"],
+        &["bench", "throughput", "--broadcast"],
+        &["bench", "throughput", "--broadcast", "2", "--mpmc", "1,1"],
+        &["bench", "latency", "--broadcast", "1", "--mpmc", "1,1"],
+        &["bench", "sync", "--broadcast", "1"],
+        &["bench", "lifecycle", "--broadcast", "1"],
+        &["bench", "throughput", "--broadcast", "1", "--payload", "64"],
+    ] {
+        expect_error_line(args, 2);
+    }
+    let err = stderr_of(&tally(&["bench", "--broadcast", "0"]));
+    assert!(
+        err.contains("--broadcast") && err.contains("1..=31"),
+        "{err}"
+    );
+    let err = stderr_of(&tally(&["bench", "--broadcast", "2", "--mpmc", "2,2"]));
+    assert!(
+        err.contains("--broadcast") && err.contains("--mpmc"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_broadcast_json_has_the_script_keys_and_no_errors() {
+    if !two_cpus() {
+        return;
+    }
+    let v = tally_json(&[
+        "bench",
+        "--broadcast",
+        "2",
+        "--iters",
+        "400",
+        "--seconds",
+        "0.05",
+        "--json",
+        "--quiet",
+    ]);
+    let lat = &v["latency"];
+    assert!(lat["p50_ns"].as_u64().unwrap() > 0, "{v}");
+    for b in ["two_line", "spsc_fanout"] {
+        assert!(
+            lat["baselines"][b]["p50_ns"].as_u64().unwrap() > 0,
+            "{b}: {v}"
+        );
+    }
+    assert_eq!(
+        (lat["subscribers"].as_u64(), lat["iters"].as_u64()),
+        (Some(2), Some(400))
+    );
+    let thr = &v["throughput"];
+    let rate = |x: &Value| x["msgs_per_s"].as_f64().unwrap_or(-1.0);
+    assert!(rate(thr) > 0.0, "{v}");
+    assert!(rate(&thr["baselines"]["spsc_fanout"]) > 0.0, "{v}");
+    assert_eq!(thr["errors"], 0, "{v}");
+    assert_eq!(thr["lagged"], 0, "lossless: {v}");
+    assert_eq!(thr["baselines"]["spsc_fanout"]["errors"], 0, "{v}");
+    // Every subscriber read every message sent.
+    let sent = thr["msgs"].as_u64().unwrap();
+    assert!(sent > 0, "{v}");
+    assert_eq!(
+        thr["per_subscriber_msgs"],
+        serde_json::json!([sent, sent]),
+        "{v}"
+    );
+    assert!(v.get("lifecycle").is_none(), "{v}");
+    assert_eq!(v["tally_version"], env!("CARGO_PKG_VERSION"), "{v}");
+}

@@ -4,6 +4,7 @@
 //!
 //! The binary re-executes itself (`tally bench-peer ...`) for the other side.
 
+mod broadcast;
 mod latency;
 mod lifecycle;
 mod mpmc;
@@ -77,6 +78,12 @@ pub struct BenchArgs {
     /// Latency takes only 1,1.
     #[arg(long, value_name = "P,C", global = true, value_parser = mpmc::parse_spec)]
     pub mpmc: Option<mpmc::Spec>,
+    /// Measure the broadcast ring instead: this process publishes to N subscriber
+    /// processes (1 to 31), lossless, against one SPSC ring per subscriber with the
+    /// publisher copying into each. Latency: commit to the last subscriber's
+    /// acknowledgement / 2, with the two-line floor.
+    #[arg(long, value_name = "N", global = true, value_parser = broadcast::parse_count)]
+    pub broadcast: Option<usize>,
 }
 
 /// The two CPUs of a run.
@@ -144,6 +151,10 @@ pub enum Mode {
     SpscProduce,
     SpscConsume,
     SpscEcho,
+    BcastSubscribe,
+    FanoutSubscribe,
+    BcastEcho,
+    FanoutEcho,
 }
 
 pub type BenchError = Box<dyn std::error::Error>;
@@ -188,6 +199,10 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
             online_cpus()
         )));
     }
+    // First: --broadcast with --mpmc is refused as such, not for an --mpmc detail.
+    if args.broadcast.is_some() {
+        check_broadcast(&args)?;
+    }
     if let Some(spec) = args.mpmc {
         check_mpmc(&args, spec)?;
     }
@@ -218,6 +233,77 @@ fn check_mpmc(args: &BenchArgs, spec: mpmc::Spec) -> Result<(), Failure> {
             spec.producers, spec.consumers, spec.producers, spec.consumers
         )));
     }
+    Ok(())
+}
+
+/// What `--broadcast` refuses (exit 2), before anything is measured.
+fn check_broadcast(args: &BenchArgs) -> Result<(), Failure> {
+    if args.mpmc.is_some() {
+        return Err(Failure::Usage(
+            "--broadcast and --mpmc measure different rings; give one of them".into(),
+        ));
+    }
+    match args.which {
+        Some(Which::Sync) => {
+            return Err(Failure::Usage(
+                "--broadcast applies to latency and throughput, not sync".into(),
+            ));
+        }
+        Some(Which::Lifecycle(_)) => {
+            return Err(Failure::Usage(
+                "--broadcast applies to latency and throughput, not lifecycle".into(),
+            ));
+        }
+        _ => {}
+    }
+    if args.payload != 8 {
+        return Err(Failure::Usage(
+            "--broadcast sends 8-byte messages (sequence numbers); --payload does not apply".into(),
+        ));
+    }
+    if args.plot.is_some() {
+        return Err(Failure::Usage(
+            "--plot does not draw --broadcast runs; use --json".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `--broadcast N`: the broadcast ring and its baselines, into `out`.
+fn measure_broadcast(
+    args: &BenchArgs,
+    n: usize,
+    cpus: (usize, usize),
+    out: &mut serde_json::Map<String, Value>,
+) -> Result<(), Failure> {
+    let failed = |e: BenchError| Failure::Failed(e.to_string());
+    let do_latency = matches!(args.which, None | Some(Which::Latency));
+    let do_throughput = matches!(args.which, None | Some(Which::Throughput));
+    let mut progress = Progress::new(
+        u32::from(do_latency) * broadcast::LATENCY_STEPS
+            + u32::from(do_throughput) * broadcast::THROUGHPUT_STEPS,
+        args.quiet,
+    );
+    if do_latency {
+        let report = broadcast::latency(args, n, cpus, &mut progress).map_err(failed)?;
+        if !args.json {
+            progress.clear();
+            broadcast::print_latency(&report, args, cpus);
+        }
+        out.insert("latency".into(), broadcast::latency_json(&report, args));
+    }
+    if do_throughput {
+        let report = broadcast::throughput(args, n, cpus, &mut progress).map_err(failed)?;
+        if !args.json {
+            progress.clear();
+            broadcast::print_throughput(&report, args);
+        }
+        out.insert(
+            "throughput".into(),
+            broadcast::throughput_json(&report, args),
+        );
+    }
+    progress.finish();
     Ok(())
 }
 
@@ -273,12 +359,13 @@ fn measure(
     target: Option<&plot::Target>,
 ) -> Result<(), Failure> {
     let failed = |e: BenchError| Failure::Failed(e.to_string());
-    let do_latency = args.mpmc.is_none() && matches!(args.which, None | Some(Which::Latency));
-    let do_throughput = args.mpmc.is_none() && matches!(args.which, None | Some(Which::Throughput));
+    let other = args.mpmc.is_some() || args.broadcast.is_some();
+    let do_latency = !other && matches!(args.which, None | Some(Which::Latency));
+    let do_throughput = !other && matches!(args.which, None | Some(Which::Throughput));
     let lifecycle_args = match args.which {
         // Scaled with the run: 100 operations per batch at the default --iters, a few
         // in a quick run (each create also looks for dead builders' debris, P5).
-        None if args.mpmc.is_none() => Some(lifecycle::LifecycleArgs {
+        None if !other => Some(lifecycle::LifecycleArgs {
             ops: (args.iters / 2000).clamp(1, lifecycle::LifecycleArgs::default().ops),
         }),
         Some(Which::Lifecycle(la)) => Some(la),
@@ -304,6 +391,9 @@ fn measure(
     let mut out = serde_json::Map::new();
     if let Some(spec) = args.mpmc {
         measure_mpmc(args, spec, cpus, target, &mut out)?;
+    }
+    if let Some(n) = args.broadcast {
+        measure_broadcast(args, n, cpus, &mut out)?;
     }
     let mut lat = None;
     if do_latency {
@@ -335,10 +425,10 @@ fn measure(
         }
         out.insert("lifecycle".into(), lifecycle::to_json(&report));
     }
-    if args.mpmc.is_none() {
+    if !other {
         progress.finish();
     }
-    if let (Some(t), None) = (target, args.mpmc) {
+    if let (Some(t), false) = (target, other) {
         t.draw(lat.as_ref(), thr.as_ref(), args.payload)?;
         if !args.json {
             println!("plot: {}", t.path().display());

@@ -9,7 +9,9 @@ use clap::Args;
 use tally::{ByteRing, Region, ReserveError, Ring};
 
 use super::latency::{TWO_LINE_PING, TWO_LINE_PONG};
-use super::{BenchError, Mode, fill_payload, mpmc, new_histogram, read_payload, summary};
+use super::{
+    BenchError, Mode, broadcast, fill_payload, mpmc, new_histogram, read_payload, summary,
+};
 
 #[derive(Args, Clone, Debug)]
 pub struct PeerArgs {
@@ -35,6 +37,9 @@ pub struct PeerArgs {
     /// `--mpmc` consumers: how many producers there are.
     #[arg(long, default_value_t = 1)]
     producers: usize,
+    /// `--broadcast`: whether processes of the run share a CPU (then waits yield).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    share_cpu: bool,
 }
 
 pub(super) fn ready() -> Result<(), BenchError> {
@@ -211,6 +216,17 @@ pub fn run(a: PeerArgs) -> Result<(), BenchError> {
         }
         Mode::MpmcEcho | Mode::SpscEcho => {
             mpmc::peer_echo(a.mode, &a.name, a.name2.as_deref().ok_or("--name2")?)?;
+        }
+        Mode::BcastSubscribe | Mode::FanoutSubscribe => {
+            broadcast::peer_subscribe(a.mode, &a.name, a.share_cpu)?;
+        }
+        Mode::BcastEcho | Mode::FanoutEcho => {
+            broadcast::peer_echo(
+                a.mode,
+                &a.name,
+                a.name2.as_deref().ok_or("--name2")?,
+                a.share_cpu,
+            )?;
         }
     }
     Ok(())
