@@ -122,6 +122,8 @@ def broadcast_tables(files):
     out = []
     for b in files:
         lat, thr = b.get("latency"), b.get("throughput")
+        if lat is None and thr is None and "msgs_per_s" in b:
+            thr = b
         if lat:
             two = lat["baselines"]["two_line"]["p50_ns"]
             out += [f"**Broadcast latency, {lat.get('subscribers', '?')} subscriber(s)**: p50 "
