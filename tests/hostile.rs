@@ -5,7 +5,8 @@
 //! The honest side may get typed errors or wrong data; it must never panic, crash, read
 //! outside a mapping, loop for ever or wait without a bound. Every honest operation runs
 //! with a deadline, and a watchdog fails the test if one outlasts its deadline by more
-//! than [`MARGIN`].
+//! than a margin (2 s; `TALLY_HOSTILE_MARGIN_MS`), not counting time the whole process
+//! spent off the CPU.
 //!
 //! Knobs: `TALLY_HOSTILE_SECS` (default 5) sets the run's length, `TALLY_HOSTILE_SEED`
 //! its seed (printed either way, so a failure reproduces the corrupter's writes).
@@ -32,8 +33,14 @@ use common::{
 /// Prefix of this file's object names.
 const PREFIX: &str = "ho";
 /// How far past its own deadline an honest operation may run before it counts as a hang
-/// (scheduling on a loaded machine, one 10 ms liveness slice, a bounded sweep).
-const MARGIN: Duration = Duration::from_secs(2);
+/// (scheduling on a loaded machine, one 10 ms liveness slice, a bounded sweep), unless
+/// `TALLY_HOSTILE_MARGIN_MS` says otherwise.
+fn margin() -> Duration {
+    std::env::var("TALLY_HOSTILE_MARGIN_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(2), Duration::from_millis)
+}
 /// The timeout of each honest blocking operation.
 const OP_TIMEOUT: Duration = Duration::from_millis(20);
 /// The timeout of each honest open (it bounds the admin lock wait).
@@ -176,16 +183,24 @@ struct Watch {
     started: AtomicU64,
     /// Its deadline, in ns after its start.
     budget: AtomicU64,
+    /// `Shared::stalled` when it started.
+    stalled_at_start: AtomicU64,
     what: StdMutex<&'static str>,
 }
 
 struct Shared {
     epoch: Instant,
+    /// How long the watchdog itself was kept off the CPU, in ns, summed: on a loaded
+    /// machine the whole process can stall for seconds, and an operation is only charged
+    /// for the time the process ran.
+    stalled: AtomicU64,
     stop: AtomicBool,
     watches: StdMutex<Vec<(String, Arc<Watch>)>>,
     hangs: StdMutex<Vec<String>>,
     outcomes: StdMutex<BTreeMap<String, u64>>,
     ops: AtomicU64,
+    /// The longest any finished operation ran past its deadline, in ns (wall time).
+    worst: AtomicU64,
 }
 
 /// A worker's view: times its operations and tallies their outcomes.
@@ -210,16 +225,25 @@ impl Drop for EndWatch<'_> {
 }
 
 impl Ctx {
-    /// Runs `f` as one operation that must finish within `budget` (+ [`MARGIN`]).
+    /// Runs `f` as one operation that must finish within `budget` (+ the margin).
     fn op<R>(&mut self, what: &'static str, budget: Duration, f: impl FnOnce() -> R) -> R {
         *self.watch.what.lock().unwrap() = what;
         self.watch
             .budget
             .store(budget.as_nanos() as u64, Ordering::Relaxed);
+        let stalled = self.shared.stalled.load(Ordering::Relaxed);
+        self.watch
+            .stalled_at_start
+            .store(stalled, Ordering::Relaxed);
         let now = self.shared.epoch.elapsed().as_nanos() as u64 + 1;
         self.watch.started.store(now, Ordering::Relaxed);
         let _end = EndWatch(&self.watch);
+        let start = Instant::now();
         let r = f();
+        let over = start.elapsed().saturating_sub(budget);
+        self.shared
+            .worst
+            .fetch_max(over.as_nanos() as u64, Ordering::Relaxed);
         self.ops += 1;
         r
     }
@@ -282,12 +306,24 @@ fn spawn_worker(
 fn watchdog(shared: Arc<Shared>) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut flagged = std::collections::BTreeSet::new();
+        let tick = Duration::from_millis(20);
+        let margin = margin();
+        let mut last = Instant::now();
         while !shared.stop.load(Ordering::Relaxed) || !flagged.is_empty() || {
             // After the stop, keep watching until every worker went idle.
             let w = shared.watches.lock().unwrap();
             w.iter()
                 .any(|(_, w)| w.started.load(Ordering::Relaxed) != 0)
         } {
+            // A tick that came late by more than a few ms: the process was not running.
+            let late = last
+                .elapsed()
+                .saturating_sub(tick + Duration::from_millis(5));
+            last = Instant::now();
+            let stalled = shared
+                .stalled
+                .fetch_add(late.as_nanos() as u64, Ordering::Relaxed)
+                + late.as_nanos() as u64;
             let now = shared.epoch.elapsed().as_nanos() as u64 + 1;
             for (label, w) in shared.watches.lock().unwrap().iter() {
                 let started = w.started.load(Ordering::Relaxed);
@@ -295,19 +331,20 @@ fn watchdog(shared: Arc<Shared>) -> JoinHandle<()> {
                     continue;
                 }
                 let budget = w.budget.load(Ordering::Relaxed);
+                let off_cpu = stalled.saturating_sub(w.stalled_at_start.load(Ordering::Relaxed));
                 let over = Duration::from_nanos(now.saturating_sub(started))
-                    .saturating_sub(Duration::from_nanos(budget));
-                if over > MARGIN && flagged.insert((label.clone(), started)) {
+                    .saturating_sub(Duration::from_nanos(budget + off_cpu));
+                if over > margin && flagged.insert((label.clone(), started)) {
                     let what = *w.what.lock().unwrap();
-                    shared.hangs.lock().unwrap().push(format!(
-                        "{label}: {what} still running {over:?} past its deadline"
-                    ));
+                    let msg = format!("{label}: {what} still running {over:?} past its deadline");
+                    eprintln!("watchdog: {msg}");
+                    shared.hangs.lock().unwrap().push(msg);
                 }
             }
             if !flagged.is_empty() && shared.stop.load(Ordering::Relaxed) {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(tick);
         }
     })
 }
@@ -362,11 +399,13 @@ fn hostile_run(secs: u64, seed: u64) -> String {
 
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
+        stalled: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         watches: StdMutex::new(Vec::new()),
         hangs: StdMutex::new(Vec::new()),
         outcomes: StdMutex::new(BTreeMap::new()),
         ops: AtomicU64::new(0),
+        worst: AtomicU64::new(0),
     });
     let mut seeds = Rng(seed ^ 0x5eed);
     let mut workers = Vec::new();
@@ -822,8 +861,13 @@ fn hostile_run(secs: u64, seed: u64) -> String {
 
     // Stop the honest side and wait for every worker within its deadline + margin.
     shared.stop.store(true, Ordering::Relaxed);
-    let give_up = Instant::now() + OPEN_TIMEOUT * 3 + MARGIN * 2;
-    while workers.iter().any(|(_, h)| !h.is_finished()) && Instant::now() < give_up {
+    // The watchdog flags a worker that overruns; the cap only guards against a
+    // watchdog that itself cannot run.
+    let give_up = Instant::now() + Duration::from_secs(120);
+    while workers.iter().any(|(_, h)| !h.is_finished())
+        && shared.hangs.lock().unwrap().is_empty()
+        && Instant::now() < give_up
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
     let hangs = shared.hangs.lock().unwrap().clone();
@@ -867,6 +911,14 @@ fn hostile_run(secs: u64, seed: u64) -> String {
         "hostile run: seed {seed}, {secs} s: {injected} corruptions injected, {ops} honest operations, {errors} errors ({corrupted} Corrupted), 0 panics, 0 crashes, 0 hangs"
     );
     eprintln!("{figures}");
+    eprintln!(
+        "worst overrun of a finished operation past its deadline: {:?} (wall time)",
+        Duration::from_nanos(shared.worst.load(Ordering::Relaxed))
+    );
+    eprintln!(
+        "the process was off the CPU for {:?} in all (not charged to operations)",
+        Duration::from_nanos(shared.stalled.load(Ordering::Relaxed))
+    );
     eprintln!("errors by type: {outcomes:#?}");
     assert!(injected > 0 && ops > 0, "{figures}");
     figures
