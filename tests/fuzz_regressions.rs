@@ -208,3 +208,26 @@ fn seed_images_replay_through_every_target() {
         .collect();
     assert!(left.is_empty(), "left in /dev/shm: {left:?}");
 }
+
+// --- inputs the fuzzers found -------------------------------------------------------------
+
+/// Found by the `semaphore` target (a libFuzzer timeout): the image's dead holder record
+/// claims a huge number of permits and the header a huge maximum, so the sweep that
+/// `Semaphore::open_with` runs returns them one `release` (two CASes) at a time:
+/// `semaphore::recover` is bounded only by the maximum count, which may be `u32::MAX`,
+/// so an open or sweep of a forged semaphore can take seconds to minutes, under the admin
+/// lock. Not fixed yet (needs a bulk return of permits in the settle protocol); this test
+/// fails until it is, hence ignored.
+#[test]
+#[ignore = "open finding: semaphore recovery is O(permits held by the dead record)"]
+fn a_forged_dead_holder_with_huge_permits_does_not_stall_open() {
+    let input = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/regressions/semaphore-slow-recover"),
+    )
+    .expect("the saved input");
+    let start = std::time::Instant::now();
+    run(Target::Semaphore, &input);
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+}
