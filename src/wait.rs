@@ -46,7 +46,15 @@ pub(crate) trait Blocker {
 /// Spins on `b.ready()` for `spin` (checking the deadline and `gone_fast` as it goes,
 /// and `gone_probe` once per slice, so a handle that spins for ever still returns),
 /// then sleeps on `b.word()` in slices of at most [`SLICE`], never past `deadline`.
+///
+/// A passed deadline is checked first: callers loop on `block` until their claim
+/// succeeds, and a hostile image can make `ready` (or `gone_probe`) say yes while the
+/// claim keeps failing, so `block` returning at once must still end at the deadline
+/// (P6: no wait without a bound).
 pub(crate) fn block(spin: Duration, deadline: Option<Instant>, b: &mut impl Blocker) -> Wait {
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return Wait::TimedOut;
+    }
     let start = Instant::now();
     let mut next_probe = start + SLICE;
     let mut spins = 0u32;

@@ -68,8 +68,29 @@ pub(crate) fn remove(name: &str, opts: &Options) -> Result<()> {
                 .header()
                 .state
                 .store(state::REMOVED, Ordering::Release);
-            return sys::unlink(&os).map_err(|e| Error::io("unlink", name, e));
+            return sys::unlink(&os).map_err(|e| unlink_error(name, &os, e));
         }
     }
-    sys::unlink(&os).map_err(|e| Error::io("unlink", name, e))
+    sys::unlink(&os).map_err(|e| unlink_error(name, &os, e))
+}
+
+/// The error for a failed unlink of `os_name`: a permission error (another user's
+/// object in the sticky shared-memory directory) names the owner, the mode and who may
+/// remove it, as a failed open does; any other error is mapped as usual.
+fn unlink_error(name: &str, os_name: &str, e: std::io::Error) -> Error {
+    let denied = matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM));
+    let Some(id) = denied.then(|| sys::stat_name(os_name).ok()).flatten() else {
+        return Error::io("unlink", name, e);
+    };
+    Error::PermissionDenied {
+        name: name.to_owned(),
+        reason: format!(
+            "unlink {dir}/{os_name}: {e}; it is owned by uid {} with mode {:04o} and you are \
+             uid {}: only its owner (or root) may remove it from {dir}",
+            id.uid,
+            id.mode,
+            sys::geteuid(),
+            dir = sys::SHM_DIR
+        ),
+    }
 }

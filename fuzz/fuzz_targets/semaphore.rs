@@ -1,0 +1,6 @@
+//! Fuzz target: an arbitrary image opened as a semaphore, then a bounded run of operations.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    tally_fuzz::harness::run(tally_fuzz::harness::Target::Semaphore, data);
+});
