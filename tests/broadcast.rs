@@ -764,10 +764,7 @@ fn publisher_death_wakes_subscribers_with_disconnected_after_draining() {
 #[test]
 fn sweep_drops_dead_subscribers_and_lines_are_bounded() {
     let g = Guard::new(PREFIX, "sweepsub");
-    let opts = tally::Options {
-        holders: 3,
-        ..Default::default()
-    };
+    let opts = tally::Options::default().holders(3);
     let feed = Broadcast::<Tick>::create_with(&g.name, 8, Policy::Lossless, &opts).unwrap();
     let mut kid = Kid::spawn("child_reader", &g.name, 10);
     kid.expect("ready", Duration::from_secs(10));

@@ -27,11 +27,9 @@ fn seed_ops() -> Vec<u8> {
 }
 
 fn small() -> Options {
-    Options {
-        holders: 4,
-        timeout: Duration::from_millis(100),
-        ..Options::default()
-    }
+    Options::default()
+        .holders(4)
+        .timeout(Duration::from_millis(100))
 }
 
 /// The bytes of the live object `name` now.

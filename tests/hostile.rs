@@ -67,10 +67,7 @@ fn seed() -> u64 {
 }
 
 fn opts() -> Options {
-    Options {
-        timeout: OPEN_TIMEOUT,
-        ..Options::default()
-    }
+    Options::default().timeout(OPEN_TIMEOUT)
 }
 
 // --- the corrupting peer ------------------------------------------------------------------

@@ -441,10 +441,7 @@ fn p2_open_into_a_full_table_of_dead_holders_reclaims_their_slots() {
     const TABLE: u32 = 4;
     let name = unique(PREFIX, "p2-full");
     let mut scene = Scene::new(&[&name]);
-    let opts = Options {
-        holders: TABLE,
-        ..Options::default()
-    };
+    let opts = Options::default().holders(TABLE);
     let r = Region::create_with(&name, 4096, &opts).expect("create");
     // Fill the table: three holder processes with this process's handle.
     let kids: Vec<usize> = (1..TABLE)

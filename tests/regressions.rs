@@ -219,10 +219,7 @@ fn concurrent_sweeps_through_one_handle_reclaim_each_dead_holder_once() {
     for round in 0..3 {
         let mut scene = Scene::new();
         let name = scene.name("sweep2");
-        let opts = Options {
-            holders: 512,
-            ..Options::default()
-        };
+        let opts = Options::default().holders(512);
         let region = Region::create_with(&name, 4096, &opts).expect("create");
         let k = scene.spawn("child_open_many_regions", "open-many", &name);
         let kid = &mut scene.kids[k];
@@ -759,10 +756,7 @@ fn child_open_as_nobody() {
             other => panic!("{what} of root's object: {other:?}"),
         }
     }
-    let opts = Options {
-        mode: 0o400,
-        ..Options::default()
-    };
+    let opts = Options::default().mode(0o400);
     let mine = Region::create_with(&own, 4096, &opts).expect("create with mode 0400");
     match Region::open(&own) {
         Err(e @ Error::PermissionDenied { .. }) => say(format_args!("own {e}")),

@@ -1462,10 +1462,7 @@ fn open_or_create_refuses_another_capacity_unless_told_any_will_do() {
         }
         other => panic!("expected LayoutMismatch, got {:?}", other.map(|_| ())),
     }
-    let any = Options {
-        any_capacity: true,
-        ..Options::default()
-    };
+    let any = Options::default().any_capacity(true);
     let (again, created) = Ring::<u64>::open_or_create(&g.name, 128, &any).unwrap();
     assert!(!created);
     assert_eq!(again.capacity(), 64);

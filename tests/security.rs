@@ -97,10 +97,7 @@ fn child_nobody_meets_a_private_object() {
     };
     become_nobody();
     denied("open", Region::open(&name));
-    let allow = Options {
-        allow_foreign_owner: true,
-        ..Options::default()
-    };
+    let allow = Options::default().allow_foreign_owner(true);
     denied("open-allowed", Region::open_with(&name, &allow));
     denied("ring-open", Ring::<u64>::open(&name));
     denied("inspect", admin::inspect(&name));
@@ -157,10 +154,7 @@ fn child_nobody_joins_a_shared_ring() {
     become_nobody();
     // The mode lets us in, but the owner is foreign: refused until we opt in too.
     denied("open", Ring::<u64>::open(&name));
-    let allow = Options {
-        allow_foreign_owner: true,
-        ..Options::default()
-    };
+    let allow = Options::default().allow_foreign_owner(true);
     let ring = Ring::<u64>::open_with(&name, &allow).expect("open with both opt-ins");
     let info = ring.info();
     say(format_args!(
@@ -187,10 +181,7 @@ fn a_wider_mode_and_allow_foreign_owner_let_another_user_in() {
     }
     let name = unique(PREFIX, "shared");
     let _cleanup = Cleanup(vec![name.clone()]);
-    let wide = Options {
-        mode: 0o666,
-        ..Options::default()
-    };
+    let wide = Options::default().mode(0o666);
     let ring = Ring::<u64>::create_with(&name, 8, &wide).unwrap();
     let mut c = ring.consumer().unwrap();
     let said = run_as_nobody("child_nobody_joins_a_shared_ring", &name, "");
@@ -227,10 +218,7 @@ fn child_nobody_owns_objects() {
     };
     become_nobody();
     let (region, ring) = names.split_once(',').expect("two names");
-    let wide = Options {
-        mode: 0o666,
-        ..Options::default()
-    };
+    let wide = Options::default().mode(0o666);
     let _r = Region::create_with(region, REGION_LEN, &wide).expect("create region");
     let _q = Ring::<u64>::create_with(ring, 8, &wide).expect("create ring");
     say("created");
@@ -274,11 +262,9 @@ fn a_hostile_foreign_segment_cannot_hurt_the_opener() {
     let _child = Kill(child);
     first_line(&lines, CHILD_TIMEOUT, |l| (l == "created").then_some(()))
         .expect("the other user's objects");
-    let allow = Options {
-        allow_foreign_owner: true,
-        timeout: Duration::from_millis(100),
-        ..Options::default()
-    };
+    let allow = Options::default()
+        .allow_foreign_owner(true)
+        .timeout(Duration::from_millis(100));
     let info = admin::inspect_with(&region, &allow).unwrap();
     assert_eq!(info.owner_uid, NOBODY);
     // Untouched, both sides opted in: the opener gets in.

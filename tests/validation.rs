@@ -134,10 +134,7 @@ fn valid_segment_bytes() -> Vec<u8> {
 }
 
 fn short_timeout() -> Options {
-    Options {
-        timeout: Duration::from_millis(100),
-        ..Options::default()
-    }
+    Options::default().timeout(Duration::from_millis(100))
 }
 
 // --- the layout these tests rely on ---------------------------------------------------
@@ -613,10 +610,7 @@ fn mode_option_is_applied_exactly() {
     // 0o666 would be 0o644 under the usual umask 022 if the mode were left to it.
     for mode in [0o640u32, 0o666, 0o400] {
         let shm = Shm::new("mode");
-        let opts = Options {
-            mode,
-            ..Options::default()
-        };
+        let opts = Options::default().mode(mode);
         let r = Region::create_with(&shm.name, REGION_LEN, &opts).unwrap();
         assert_eq!(file_mode(&shm.path()), mode, "mode {mode:o}");
         assert_eq!(r.info().mode, mode);
@@ -742,10 +736,7 @@ fn foreign_owner_is_refused_unless_allowed() {
     );
     assert_eq!(creator.info().refcount, 1);
 
-    let allow = Options {
-        allow_foreign_owner: true,
-        ..Options::default()
-    };
+    let allow = Options::default().allow_foreign_owner(true);
     let info = admin::inspect_with(&shm.name, &allow).unwrap();
     assert_eq!(info.owner_uid, 65534);
     let opened = Region::open_with(&shm.name, &allow).expect("allowed foreign owner");
@@ -792,10 +783,7 @@ fn bad_arguments_are_invalid_argument() {
         Error::InvalidArgument(_)
     );
     for holders in [0u32, 4097] {
-        let opts = Options {
-            holders,
-            ..Options::default()
-        };
+        let opts = Options::default().holders(holders);
         assert_err!(
             Region::create_with(&shm.name, REGION_LEN, &opts),
             Error::InvalidArgument(_)

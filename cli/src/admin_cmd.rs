@@ -255,10 +255,7 @@ fn print_json(v: &Value) {
 
 /// Segments owned by other users are listed too: `ls` only reads.
 fn read_opts() -> Options {
-    Options {
-        allow_foreign_owner: true,
-        ..Options::default()
-    }
+    Options::default().allow_foreign_owner(true)
 }
 
 /// What to do about a name that holds something `inspect` cannot read, if there is
@@ -600,10 +597,7 @@ pub fn hold(
     // synchronously below and the handle is dropped (detached) on the way out.
     tally::__private::block_termination_signals()
         .map_err(|e| tally::Error::InvalidArgument(format!("cannot block signals: {e}")))?;
-    let opts = Options {
-        allow_foreign_owner,
-        ..Options::default()
-    };
+    let opts = Options::default().allow_foreign_owner(allow_foreign_owner);
     let held = match create_bytes {
         Some(n) => Held::Bytes(Region::open_or_create(name, n, &opts)?.0),
         None => Held::Any(Holder::open(name, &opts)?),

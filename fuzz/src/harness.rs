@@ -124,10 +124,7 @@ pub fn run(target: Target, data: &[u8]) {
     };
     f.write_all(image).expect("write the image");
     drop(f);
-    let opts = Options {
-        timeout: Duration::from_millis(5),
-        ..Options::default()
-    };
+    let opts = Options::default().timeout(Duration::from_millis(5));
     let mut ops = Ops { bytes: ops, at: 0 };
     let _ = admin::inspect_with(&name, &opts).map(|i| format!("{i:?}"));
     match target {

@@ -142,8 +142,18 @@ impl fmt::Display for Kind {
     }
 }
 
-/// Options for creating and opening segments.
+/// Options for creating and opening segments. Start from the defaults and change what
+/// you need (the struct may grow, so it is built this way rather than literally):
+///
+/// ```
+/// use std::time::Duration;
+/// let opts = tally::Options::default()
+///     .mode(0o660)
+///     .timeout(Duration::from_secs(1));
+/// assert_eq!(opts.mode, 0o660);
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Options {
     /// Permission bits of a created segment (default `0o600`: owner only).
     pub mode: u32,
@@ -157,6 +167,43 @@ pub struct Options {
     /// ring, any message size) instead of failing with a layout mismatch (default
     /// `false`: the existing ring must be what the caller would have created).
     pub any_capacity: bool,
+}
+
+impl Options {
+    /// Permission bits of a created segment (default `0o600`: owner only).
+    #[must_use]
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Accept a segment owned by another uid (default `false`).
+    #[must_use]
+    pub fn allow_foreign_owner(mut self, allow: bool) -> Self {
+        self.allow_foreign_owner = allow;
+        self
+    }
+
+    /// Holder-table capacity of a created segment (default 64, at most 4096).
+    #[must_use]
+    pub fn holders(mut self, holders: u32) -> Self {
+        self.holders = holders;
+        self
+    }
+
+    /// How long to wait for another process's admin section or creation (default 5 s).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// `open_or_create` of an existing ring accepts any capacity (default `false`).
+    #[must_use]
+    pub fn any_capacity(mut self, any: bool) -> Self {
+        self.any_capacity = any;
+        self
+    }
 }
 
 impl Default for Options {

@@ -534,10 +534,7 @@ fn err_tail(dir: &Path, id: u32) -> String {
 }
 
 fn create_objects(cfg: &Config, names: &Names) -> Result<Held, String> {
-    let opts = Options {
-        holders: 256,
-        ..Options::default()
-    };
+    let opts = Options::default().holders(256);
     let max_msg = wire::HEADER + cfg.payload;
     let mpmc = MpmcByteRing::create_with(&names.mpmc(), cfg.capacity, max_msg, &opts)
         .map_err(|e| io_err("create the MPMC ring", e))?;

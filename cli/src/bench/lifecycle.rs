@@ -316,10 +316,7 @@ impl Drop for NameGuard {
 }
 
 fn table_opts(holders: u32) -> Options {
-    Options {
-        holders,
-        ..Options::default()
-    }
+    Options::default().holders(holders)
 }
 
 /// The holder-table capacity an object with `others` other holders (and us) needs.
