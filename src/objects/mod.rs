@@ -198,3 +198,34 @@ pub(crate) fn ring_info(kind: u32, mem: ObjectMem) -> Option<crate::segment::Rin
         _ => None,
     }
 }
+
+/// The slot shape every ring kind shares: `capacity` rounded up to a power of two (at
+/// most `max_capacity`), a `word`-byte header word at the start of each slot, the
+/// payload after it aligned to `align`, and a stride that is a power of two up to a
+/// cache line (a small slot never straddles a line: its word and payload travel in one
+/// transfer) or a whole number of lines above. `None` for what cannot be laid out.
+/// Returns `(capacity, payload_offset, stride)`.
+pub(crate) fn slot_shape(
+    capacity: usize,
+    max_capacity: u64,
+    word: usize,
+    payload_size: usize,
+    align: usize,
+) -> Option<(u64, usize, usize)> {
+    if capacity == 0 || capacity as u64 > max_capacity || !align.is_power_of_two() {
+        return None;
+    }
+    let payload_offset = word.next_multiple_of(align);
+    let stride = payload_offset
+        .checked_add(payload_size)?
+        .next_multiple_of(align.max(word));
+    let stride = if stride <= 64 {
+        stride.next_power_of_two()
+    } else {
+        stride.next_multiple_of(64)
+    };
+    if stride > u32::MAX as usize || payload_size > u32::MAX as usize {
+        return None;
+    }
+    Some((capacity.next_power_of_two() as u64, payload_offset, stride))
+}

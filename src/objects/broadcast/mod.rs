@@ -194,23 +194,8 @@ impl Geometry {
         policy: u32,
         subs: u32,
     ) -> Option<Self> {
-        if capacity == 0 || capacity as u64 > MAX_CAPACITY || !align.is_power_of_two() {
-            return None;
-        }
-        let capacity = capacity.next_power_of_two() as u64;
-        let payload_offset = SEQ_LEN.next_multiple_of(align);
-        let stride = payload_offset
-            .checked_add(payload_size)?
-            .next_multiple_of(align.max(SEQ_LEN));
-        // As the other rings: small slots never straddle a line, large ones are lines.
-        let stride = if stride <= 64 {
-            stride.next_power_of_two()
-        } else {
-            stride.next_multiple_of(64)
-        };
-        if stride > u32::MAX as usize || payload_size > u32::MAX as usize {
-            return None;
-        }
+        let (capacity, payload_offset, stride) =
+            super::slot_shape(capacity, MAX_CAPACITY, SEQ_LEN, payload_size, align)?;
         Some(Geometry {
             capacity,
             stride,

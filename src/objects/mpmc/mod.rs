@@ -224,24 +224,8 @@ impl Geometry {
         flavor: u32,
         holders: u32,
     ) -> Option<Self> {
-        if capacity == 0 || capacity as u64 > MAX_CAPACITY || !align.is_power_of_two() {
-            return None;
-        }
-        let capacity = capacity.next_power_of_two() as u64;
-        let payload_offset = STATE_LEN.next_multiple_of(align);
-        let stride = payload_offset
-            .checked_add(payload_size)?
-            .next_multiple_of(align.max(STATE_LEN));
-        // Small slots are a power of two (never straddling a line); larger ones whole
-        // lines, so two slots never share a line's false sharing beyond one edge.
-        let stride = if stride <= 64 {
-            stride.next_power_of_two()
-        } else {
-            stride.next_multiple_of(64)
-        };
-        if stride > u32::MAX as usize || payload_size > u32::MAX as usize {
-            return None;
-        }
+        let (capacity, payload_offset, stride) =
+            super::slot_shape(capacity, MAX_CAPACITY, STATE_LEN, payload_size, align)?;
         Some(Geometry {
             capacity,
             stride,

@@ -115,24 +115,8 @@ impl Geometry {
         align: usize,
         flavor: u32,
     ) -> Option<Self> {
-        if capacity == 0 || capacity as u64 > MAX_CAPACITY || !align.is_power_of_two() {
-            return None;
-        }
-        let capacity = capacity.next_power_of_two() as u64;
-        let payload_offset = SEQ_LEN.next_multiple_of(align);
-        let stride = payload_offset
-            .checked_add(payload_size)?
-            .next_multiple_of(align.max(std::mem::align_of::<AtomicU32>()));
-        // Keep slots from straddling cache lines: the seq word and a small payload then
-        // travel in one line transfer.
-        let stride = if stride <= 64 {
-            stride.next_power_of_two()
-        } else {
-            stride.next_multiple_of(64)
-        };
-        if stride > u32::MAX as usize || payload_size > u32::MAX as usize {
-            return None;
-        }
+        let (capacity, payload_offset, stride) =
+            super::slot_shape(capacity, MAX_CAPACITY, SEQ_LEN, payload_size, align)?;
         Some(Geometry {
             capacity,
             stride,
