@@ -16,7 +16,9 @@
 //! bits 32..45  pending holder: holder slot + 1 whose record an operation must still
 //!              settle, or 0 (none)
 //! bit  45      pending op: 0 acquire (record +1), 1 release (record -1)
-//! bits 46..64  pending seq: the low 18 bits of that record's seq when the op began
+//! bits 46..63  pending seq: the low 17 bits of that record's seq when the op began
+//! bit  63      the pending release returns *all* the record held (the sweep's bulk
+//!              return for a dead holder: record set to 0, in one intent)
 //! ```
 //!
 //! # Protocol (resource flavour)
@@ -65,8 +67,10 @@ const SLOT_SHIFT: u32 = 32;
 const SLOT_MASK: u64 = (1 << 13) - 1;
 const OP_BIT: u64 = 1 << 45;
 const SEQ_SHIFT: u32 = 46;
-/// The pending seq keeps the low 18 bits of a record's seq.
-const SEQ_MASK: u32 = (1 << 18) - 1;
+/// The pending seq keeps the low 17 bits of a record's seq. (No ABA: while an intent is
+/// pending, only its settlement can change the record it names.)
+const SEQ_MASK: u32 = (1 << 17) - 1;
+const ALL_BIT: u64 = 1 << 63;
 
 /// Steps of the resource protocol, for the test hook (see `set_step_hook`).
 pub(crate) mod step {
@@ -148,6 +152,8 @@ pub(crate) struct State {
     pub pending: u32,
     /// The pending op is a release.
     pub release: bool,
+    /// The pending release returns everything the record holds (a dead holder's).
+    pub all: bool,
     pub seq: u32,
 }
 
@@ -157,6 +163,7 @@ impl State {
             avail: (w & AVAIL_MASK) as u32,
             pending: ((w >> SLOT_SHIFT) & SLOT_MASK) as u32,
             release: w & OP_BIT != 0,
+            all: w & ALL_BIT != 0,
             seq: (w >> SEQ_SHIFT) as u32 & SEQ_MASK,
         }
     }
@@ -165,6 +172,7 @@ impl State {
         self.avail as u64
             | ((self.pending as u64 & SLOT_MASK) << SLOT_SHIFT)
             | if self.release { OP_BIT } else { 0 }
+            | if self.all { ALL_BIT } else { 0 }
             | (((self.seq & SEQ_MASK) as u64) << SEQ_SHIFT)
     }
 
@@ -312,7 +320,9 @@ impl SemView {
             // SYNC POINT: Acquire pairs with the AcqRel CAS of the previous settler.
             let cur = r.load(Ordering::Acquire);
             if rec_seq(cur) & SEQ_MASK == st.seq {
-                let held = if st.release {
+                let held = if st.release && st.all {
+                    0
+                } else if st.release {
                     rec_held(cur).saturating_sub(1)
                 } else {
                     rec_held(cur).saturating_add(1)
@@ -426,6 +436,7 @@ impl SemView {
                 avail: st.avail - 1,
                 pending: slot + 1,
                 release: false,
+                all: false,
                 seq: rec_seq(r.load(Ordering::Acquire)) & SEQ_MASK,
             }
             .encode();
@@ -465,6 +476,7 @@ impl SemView {
                 avail: st.avail.saturating_add(1).min(self.params.max),
                 pending: slot + 1,
                 release: true,
+                all: false,
                 seq: rec_seq(cur) & SEQ_MASK,
             }
             .encode();
@@ -475,6 +487,48 @@ impl SemView {
                     step_hook(step::RELEASE_INTENT);
                     self.settle(intent);
                     return true;
+                }
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    /// Returns every permit dead holder `slot`'s record holds, in one intent (so a
+    /// forged record claiming billions costs the sweep three CASes, not billions), and
+    /// says how many. The count is clamped at `max`: only a corrupt image needs it.
+    pub(crate) fn release_all(&self, slot: u32) -> u32 {
+        let Some(r) = self.record(slot) else {
+            return 0;
+        };
+        let word = &self.header().state;
+        let mut w = word.load(Ordering::Acquire);
+        loop {
+            let st = State::decode(w);
+            if st.pending != 0 {
+                self.settle(w);
+                w = word.load(Ordering::Acquire);
+                continue;
+            }
+            let cur = r.load(Ordering::Acquire);
+            let held = rec_held(cur);
+            if held == 0 {
+                return 0;
+            }
+            let intent = State {
+                avail: st.avail.saturating_add(held).min(self.params.max),
+                pending: slot + 1,
+                release: true,
+                all: true,
+                seq: rec_seq(cur) & SEQ_MASK,
+            }
+            .encode();
+            // SYNC POINT: SeqCst, as in `release`: Release pairs with the next acquirer's
+            // Acquire CAS; the total order orders it before our load of `sleepers`.
+            match word.compare_exchange_weak(w, intent, Ordering::SeqCst, Ordering::Acquire) {
+                Ok(_) => {
+                    step_hook(step::RELEASE_INTENT);
+                    self.settle(intent);
+                    return held;
                 }
                 Err(now) => w = now,
             }
@@ -495,6 +549,7 @@ impl SemView {
             avail: st.avail - 1,
             pending: slot + 1,
             release: false,
+            all: false,
             seq: rec_seq(r.load(Ordering::Acquire)) & SEQ_MASK,
         }
         .encode();
@@ -530,15 +585,7 @@ pub(crate) fn recover(view: &SemView, slot: u32) -> u32 {
     if view.params.flavor != FLAVOR_RESOURCE {
         return 0;
     }
-    let mut returned = 0;
-    // At most `max` permits can be held: a bound on a corrupt record.
-    while returned < view.params.max && view.held(slot) > 0 {
-        if !view.release(slot) {
-            break;
-        }
-        returned += 1;
-    }
-    returned
+    view.release_all(slot)
 }
 
 #[cfg(all(test, not(loom)))]
@@ -582,6 +629,7 @@ mod tests {
             avail: 1,
             pending: 4,
             release: false,
+            all: false,
             seq: 0,
         }
         .encode();
@@ -595,5 +643,25 @@ mod tests {
         assert!(v.release(1));
         assert!(!v.release(1), "no permit left to release");
         assert_eq!(v.state(), State::decode(2));
+    }
+
+    #[test]
+    fn a_dead_record_is_returned_in_one_intent_however_much_it_claims() {
+        let (_m, v) = sem(FLAVOR_RESOURCE, 0, u32::MAX);
+        // A forged record: slot 5 claims every permit there could be.
+        v.record(5)
+            .unwrap()
+            .store(rec(u32::MAX, 7), Ordering::Relaxed);
+        assert_eq!(recover(&v, 5), u32::MAX);
+        assert_eq!((v.held(5), v.state().avail), (0, u32::MAX));
+        assert_eq!(
+            State::decode(v.header().state.load(Ordering::Relaxed)).pending,
+            0
+        );
+        // A record that claims more than the free room is clamped at `max`.
+        let (_m, v) = sem(FLAVOR_RESOURCE, 3, 4);
+        v.record(1).unwrap().store(rec(9, 0), Ordering::Relaxed);
+        assert_eq!(recover(&v, 1), 9);
+        assert_eq!((v.held(1), v.state().avail), (0, 4));
     }
 }
