@@ -13,7 +13,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tally::{ByteRing, Event, LockError, MpmcRing, Mutex, Options, Region, Ring, Semaphore, admin};
+use tally::{
+    Broadcast, ByteBroadcast, ByteRing, Error, Event, LockError, MpmcByteRing, MpmcRing, Mutex,
+    Options, Region, Ring, Semaphore, Start, admin,
+};
 
 /// The object kind a target opens the image as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,7 +27,7 @@ pub enum Target {
     Ring,
     /// An SPSC byte ring.
     ByteRing,
-    /// An MPMC ring of `u64`.
+    /// An MPMC ring of `u64`, or an MPMC byte ring if the image holds one.
     Mpmc,
     /// A semaphore (either flavour).
     Semaphore,
@@ -32,11 +35,13 @@ pub enum Target {
     Mutex,
     /// An event (either reset mode).
     Event,
+    /// A broadcast ring of `u64`, or a byte broadcast ring if the image holds one.
+    Broadcast,
 }
 
 impl Target {
     /// Every target, with its directory name under `fuzz/corpus/`.
-    pub const ALL: [(Target, &'static str); 7] = [
+    pub const ALL: [(Target, &'static str); 8] = [
         (Target::Region, "region"),
         (Target::Ring, "ring"),
         (Target::ByteRing, "byte_ring"),
@@ -44,6 +49,7 @@ impl Target {
         (Target::Semaphore, "semaphore"),
         (Target::Mutex, "mutex"),
         (Target::Event, "event"),
+        (Target::Broadcast, "broadcast"),
     ];
 }
 
@@ -135,6 +141,7 @@ pub fn run(target: Target, data: &[u8]) {
         Target::Semaphore => semaphore(&name, &opts, &mut ops),
         Target::Mutex => mutex(&name, &opts, &mut ops),
         Target::Event => event(&name, &opts, &mut ops),
+        Target::Broadcast => broadcast(&name, &opts, &mut ops),
     }
     let _ = admin::sweep(&name);
 }
@@ -333,8 +340,10 @@ fn byte_ring(name: &str, opts: &Options, ops: &mut Ops) {
 }
 
 fn mpmc(name: &str, opts: &Options, ops: &mut Ops) {
-    let Ok(r) = MpmcRing::<u64>::open_with(name, opts) else {
-        return;
+    let r = match MpmcRing::<u64>::open_with(name, opts) {
+        Ok(r) => r,
+        Err(Error::KindMismatch { .. }) => return mpmc_bytes(name, opts, ops),
+        Err(_) => return,
     };
     let mut ps = [None, None];
     let mut cs = [None, None];
@@ -518,6 +527,220 @@ fn event(name: &str, opts: &Options, ops: &mut Ops) {
             }
             _ => {
                 let _ = e.try_clone().map(|c| c.try_wait());
+            }
+        }
+    }
+}
+
+fn mpmc_bytes(name: &str, opts: &Options, ops: &mut Ops) {
+    let Ok(r) = MpmcByteRing::open_with(name, opts) else {
+        return;
+    };
+    let mut ps = [None, None];
+    let mut cs = [None, None];
+    let msg = [0x3cu8; 300];
+    let mut buf = Vec::new();
+    for _ in 0..MAX_OPS {
+        let Some(op) = ops.next() else { break };
+        let k = (op >> 4) as usize & 1;
+        match op % 12 {
+            0 => ps[k] = r.producer().ok(),
+            1 => cs[k] = r.consumer().ok(),
+            2 => {
+                let n = ops.arg() as usize;
+                if let Some(p) = &mut ps[k] {
+                    let _ = p.try_send(&msg[..n]);
+                }
+            }
+            3 | 4 => {
+                let n = ops.arg() as usize;
+                if let Some(p) = &mut ps[k]
+                    && let Ok(mut s) = p.reserve(n)
+                {
+                    s.fill(2);
+                    if op % 12 == 3 {
+                        s.commit();
+                    }
+                }
+            }
+            5 => {
+                if let Some(c) = &mut cs[k] {
+                    let _ = c.try_recv_into(&mut buf);
+                }
+            }
+            6 | 7 => {
+                if let Some(c) = &mut cs[k]
+                    && let Ok(s) = c.peek()
+                {
+                    let _ = s.iter().map(|&b| b as usize).sum::<usize>();
+                    if op % 12 == 6 {
+                        s.release();
+                    }
+                }
+            }
+            8 => ps[k] = None,
+            9 => cs[k] = None,
+            10 => {
+                let _ = (r.sweep(), format!("{:?}", r.info()));
+            }
+            _ => {
+                if let Some(c) = &cs[k] {
+                    let _ = (c.len(), c.producer_state(), c.is_disconnected());
+                }
+                if let Some(p) = &ps[k] {
+                    let _ = (p.consumer_state(), p.is_disconnected());
+                }
+            }
+        }
+    }
+}
+
+fn start(op: u8) -> Start {
+    if op & 0x80 != 0 {
+        Start::Oldest
+    } else {
+        Start::Newest
+    }
+}
+
+fn broadcast(name: &str, opts: &Options, ops: &mut Ops) {
+    let b = match Broadcast::<u64>::open_with(name, opts) {
+        Ok(b) => b,
+        Err(Error::KindMismatch { .. }) => return byte_broadcast(name, opts, ops),
+        Err(_) => return,
+    };
+    let mut p = None;
+    let mut ss = [None, None];
+    for i in 0..MAX_OPS as u64 {
+        let Some(op) = ops.next() else { break };
+        let k = (op >> 4) as usize & 1;
+        match op % 14 {
+            0 => p = b.publisher().ok(),
+            1 => ss[k] = b.subscribe(start(op)).ok(),
+            2 => {
+                if let Some(p) = &mut p {
+                    let _ = p.try_send(i);
+                }
+            }
+            3 | 4 => {
+                if let Some(p) = &mut p
+                    && let Ok(mut s) = p.reserve()
+                {
+                    *s = i;
+                    if op % 14 == 3 {
+                        s.commit();
+                    }
+                }
+            }
+            5 => {
+                let n = ops.arg() as usize;
+                if let Some(p) = &mut p
+                    && let Ok(mut w) = p.reserve_many(n % 80)
+                {
+                    w.fill_with(|j| j as u64);
+                    let m = ops.arg() as usize;
+                    w.commit_n(m % 80);
+                }
+            }
+            6 => {
+                if let Some(s) = &mut ss[k] {
+                    let _ = s.try_recv();
+                }
+            }
+            7 | 8 => {
+                if let Some(s) = &mut ss[k]
+                    && let Ok(r) = s.peek()
+                {
+                    let _ = *r;
+                    if op % 14 == 7 {
+                        let _ = r.release();
+                    }
+                }
+            }
+            9 => {
+                let n = ops.arg() as usize;
+                if let Some(s) = &mut ss[k]
+                    && let Ok(r) = s.peek_many(n % 80)
+                {
+                    let _ = r.iter().fold(0u64, |a, x| a.wrapping_add(*x));
+                    let _ = r.release();
+                }
+            }
+            10 => p = None,
+            11 => ss[k] = None,
+            12 => {
+                let _ = (b.sweep(), format!("{:?}", b.info()));
+            }
+            _ => {
+                if let Some(s) = &ss[k] {
+                    let _ = (s.position(), s.publisher_state(), s.is_disconnected());
+                }
+                if let Some(p) = &p {
+                    let _ = (p.position(), p.subscribers());
+                }
+            }
+        }
+    }
+}
+
+fn byte_broadcast(name: &str, opts: &Options, ops: &mut Ops) {
+    let Ok(b) = ByteBroadcast::open_with(name, opts) else {
+        return;
+    };
+    let mut p = None;
+    let mut ss = [None, None];
+    let msg = [0x7eu8; 300];
+    let mut buf = Vec::new();
+    for _ in 0..MAX_OPS {
+        let Some(op) = ops.next() else { break };
+        let k = (op >> 4) as usize & 1;
+        match op % 12 {
+            0 => p = b.publisher().ok(),
+            1 => ss[k] = b.subscribe(start(op)).ok(),
+            2 => {
+                let n = ops.arg() as usize;
+                if let Some(p) = &mut p {
+                    let _ = p.try_send(&msg[..n]);
+                }
+            }
+            3 | 4 => {
+                let n = ops.arg() as usize;
+                if let Some(p) = &mut p
+                    && let Ok(mut s) = p.reserve(n)
+                {
+                    s.fill(3);
+                    if op % 12 == 3 {
+                        s.commit();
+                    }
+                }
+            }
+            5 => {
+                if let Some(s) = &mut ss[k] {
+                    let _ = s.try_recv_into(&mut buf);
+                }
+            }
+            6 | 7 => {
+                if let Some(s) = &mut ss[k]
+                    && let Ok(r) = s.peek()
+                {
+                    let _ = r.iter().map(|&b| b as usize).sum::<usize>();
+                    if op % 12 == 6 {
+                        let _ = r.release();
+                    }
+                }
+            }
+            8 => p = None,
+            9 => ss[k] = None,
+            10 => {
+                let _ = (b.sweep(), format!("{:?}", b.info()));
+            }
+            _ => {
+                if let Some(s) = &ss[k] {
+                    let _ = (s.position(), s.publisher_state(), s.is_disconnected());
+                }
+                if let Some(p) = &p {
+                    let _ = (p.position(), p.subscribers());
+                }
             }
         }
     }
