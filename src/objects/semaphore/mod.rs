@@ -456,47 +456,20 @@ impl SemView {
     /// Returns one permit held by `slot` (resource flavour). False if its record shows
     /// none (nothing changes then).
     pub(crate) fn release(&self, slot: u32) -> bool {
-        let Some(r) = self.record(slot) else {
-            return false;
-        };
-        let word = &self.header().state;
-        let mut w = word.load(Ordering::Acquire);
-        loop {
-            let st = State::decode(w);
-            if st.pending != 0 {
-                self.settle(w);
-                w = word.load(Ordering::Acquire);
-                continue;
-            }
-            let cur = r.load(Ordering::Acquire);
-            if rec_held(cur) == 0 {
-                return false;
-            }
-            let intent = State {
-                avail: st.avail.saturating_add(1).min(self.params.max),
-                pending: slot + 1,
-                release: true,
-                all: false,
-                seq: rec_seq(cur) & SEQ_MASK,
-            }
-            .encode();
-            // SYNC POINT: SeqCst: Release pairs with the next acquirer's Acquire CAS; the
-            // total order orders it before our load of `sleepers` (see `must_wake`).
-            match word.compare_exchange_weak(w, intent, Ordering::SeqCst, Ordering::Acquire) {
-                Ok(_) => {
-                    step_hook(step::RELEASE_INTENT);
-                    self.settle(intent);
-                    return true;
-                }
-                Err(now) => w = now,
-            }
-        }
+        self.give_back(slot, false) > 0
     }
 
     /// Returns every permit dead holder `slot`'s record holds, in one intent (so a
     /// forged record claiming billions costs the sweep three CASes, not billions), and
-    /// says how many. The count is clamped at `max`: only a corrupt image needs it.
+    /// says how many.
     pub(crate) fn release_all(&self, slot: u32) -> u32 {
+        self.give_back(slot, true)
+    }
+
+    /// Steps 1–3 of a release of one permit, or of all the record holds (`all`), by
+    /// `slot`; returns how many went back. The count is clamped at `max`: only a
+    /// corrupt image needs it.
+    fn give_back(&self, slot: u32, all: bool) -> u32 {
         let Some(r) = self.record(slot) else {
             return 0;
         };
@@ -510,25 +483,25 @@ impl SemView {
                 continue;
             }
             let cur = r.load(Ordering::Acquire);
-            let held = rec_held(cur);
-            if held == 0 {
+            let n = if all { rec_held(cur) } else { 1 };
+            if rec_held(cur) == 0 {
                 return 0;
             }
             let intent = State {
-                avail: st.avail.saturating_add(held).min(self.params.max),
+                avail: st.avail.saturating_add(n).min(self.params.max),
                 pending: slot + 1,
                 release: true,
-                all: true,
+                all,
                 seq: rec_seq(cur) & SEQ_MASK,
             }
             .encode();
-            // SYNC POINT: SeqCst, as in `release`: Release pairs with the next acquirer's
-            // Acquire CAS; the total order orders it before our load of `sleepers`.
+            // SYNC POINT: SeqCst: Release pairs with the next acquirer's Acquire CAS; the
+            // total order orders it before our load of `sleepers` (see `must_wake`).
             match word.compare_exchange_weak(w, intent, Ordering::SeqCst, Ordering::Acquire) {
                 Ok(_) => {
                     step_hook(step::RELEASE_INTENT);
                     self.settle(intent);
-                    return held;
+                    return n;
                 }
                 Err(now) => w = now,
             }
