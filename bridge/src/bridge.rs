@@ -1,0 +1,586 @@
+//! The exporter and the importer: what `export` and `import` run, and what `bench`
+//! runs in threads.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tally::{Options, RecvTimeoutError, Schema, UntypedRing};
+use zenoh::Wait;
+use zenoh::qos::CongestionControl;
+
+use crate::wire::{self, HEADER_LEN, Header};
+use crate::{ExportArgs, Failure, ImportArgs, ZenohArgs};
+
+/// How often a waiting loop looks at the stop flag.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The key of the exporter's description queryable under its key expression.
+pub fn describe_key(key: &str) -> String {
+    format!("{key}/@tally")
+}
+
+/// The Zenoh configuration the options describe.
+///
+/// # Errors
+/// A usage failure for an unreadable file or a bad entry.
+pub fn zenoh_config(z: &ZenohArgs) -> Result<zenoh::Config, Failure> {
+    let mut config = match &z.config {
+        Some(path) => zenoh::Config::from_file(path)
+            .map_err(|e| Failure::Usage(format!("Zenoh configuration {}: {e}", path.display())))?,
+        None => zenoh::Config::default(),
+    };
+    let mut set = |key: &str, value: String| {
+        config
+            .insert_json5(key, &value)
+            .map_err(|e| Failure::Usage(format!("Zenoh configuration {key}: {value}: {e}")))
+    };
+    if let Some(mode) = &z.mode {
+        set("mode", json!(mode).to_string())?;
+    }
+    if !z.connect.is_empty() {
+        set("connect/endpoints", json!(z.connect).to_string())?;
+    }
+    if !z.listen.is_empty() {
+        set("listen/endpoints", json!(z.listen).to_string())?;
+    }
+    for entry in &z.cfg {
+        let Some((key, value)) = entry.split_once(':') else {
+            return Err(Failure::Usage(format!(
+                "--cfg {entry:?}: expected KEY:VALUE, e.g. scouting/multicast/enabled:false"
+            )));
+        };
+        set(key, value.to_owned())?;
+    }
+    Ok(config)
+}
+
+/// Opens a Zenoh session.
+///
+/// # Errors
+/// A failure naming what Zenoh said.
+pub fn open_session(config: zenoh::Config) -> Result<zenoh::Session, Failure> {
+    zenoh::open(config)
+        .wait()
+        .map_err(|e| Failure::Failed(format!("Zenoh session: {e}")))
+}
+
+fn zerr(what: &str) -> impl FnOnce(zenoh::Error) -> Failure + '_ {
+    move |e| Failure::Failed(format!("Zenoh {what}: {e}"))
+}
+
+/// A random u64 (an exporter's session id).
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        b = (t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
+    }
+    u64::from_le_bytes(b)
+}
+
+// --- export ----------------------------------------------------------------------------
+
+/// The exporter's counters.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    /// Messages read from the ring.
+    pub received: AtomicU64,
+    /// Samples published.
+    pub published: AtomicU64,
+    /// Whether an importer (any subscriber) matches the key now.
+    pub matching: AtomicBool,
+    /// The ring position of the next message.
+    pub position: AtomicU64,
+}
+
+/// What the exporter answers on `KEY/@tally`, for an importer creating its ring.
+pub fn describe(ring: &UntypedRing) -> serde_json::Value {
+    json!({
+        "kind": "ring",
+        "schema": ring.schema().canonical(),
+        "type_id": format!("{:016x}", ring.schema().canonical_hash()),
+        "message_size": ring.message_size(),
+        "align": ring.align(),
+        "capacity": ring.capacity(),
+    })
+}
+
+/// The identity of ring A's incarnation: stable across exporter restarts, new when the
+/// ring is recreated.
+fn stream_id(ring: &UntypedRing) -> u64 {
+    let info = ring.info();
+    wire::fnv1a(
+        format!(
+            "{}/{}/{}",
+            info.name, info.created_unix_ms, info.creator_pid
+        )
+        .as_bytes(),
+    )
+}
+
+/// Publishes every message of `ring` on `key` until `stop`: peek, publish, release, so
+/// a killed exporter loses nothing (its successor republishes at most the one message
+/// it had peeked, which importers drop as a duplicate by its sequence). While nothing
+/// subscribes to `key` the exporter waits, and the ring holds the messages.
+///
+/// # Errors
+/// A failure if the consumer role cannot be claimed or Zenoh fails.
+pub fn run_export(
+    ring: &UntypedRing,
+    session: &zenoh::Session,
+    key: &str,
+    stats: &ExportStats,
+    stop: &AtomicBool,
+) -> Result<(), Failure> {
+    let description = describe(ring).to_string();
+    let _queryable = session
+        .declare_queryable(describe_key(key))
+        .callback(move |query| {
+            let _ = query
+                .reply(query.key_expr().clone(), description.clone())
+                .wait();
+        })
+        .wait()
+        .map_err(zerr("queryable"))?;
+    let publisher = session
+        .declare_publisher(key.to_owned())
+        .congestion_control(CongestionControl::Block)
+        .wait()
+        .map_err(zerr("publisher"))?;
+    let matching = Arc::new(AtomicBool::new(false));
+    let flag = matching.clone();
+    let _listener = publisher
+        .matching_listener()
+        .callback(move |status| flag.store(status.matching(), Ordering::Release))
+        .wait()
+        .map_err(zerr("matching listener"))?;
+    if publisher
+        .matching_status()
+        .wait()
+        .map_err(zerr("matching status"))?
+        .matching()
+    {
+        matching.store(true, Ordering::Release);
+    }
+    let mut consumer = ring.consumer()?;
+    let mut header = Header {
+        flags: 0,
+        type_id: ring.schema().canonical_hash(),
+        seq: 0,
+        len: ring.message_size() as u32,
+        stream: stream_id(ring),
+        session: random_u64(),
+    };
+    stats.position.store(consumer.position(), Ordering::Relaxed);
+    while !stop.load(Ordering::Acquire) {
+        // SYNC POINT: Acquire pairs with the Release store of the matching callback.
+        let m = matching.load(Ordering::Acquire);
+        stats.matching.store(m, Ordering::Relaxed);
+        if !m {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let msg = match consumer.peek_timeout(POLL) {
+            Ok(msg) => msg,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => {
+                // The producer has gone; a new one may come.
+                std::thread::sleep(POLL);
+                continue;
+            }
+        };
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        header.seq = msg.position();
+        let mut sample = vec![0u8; HEADER_LEN + msg.len()];
+        header.write(&mut sample);
+        sample[HEADER_LEN..].copy_from_slice(&msg);
+        publisher.put(sample).wait().map_err(zerr("put"))?;
+        msg.release();
+        stats.published.fetch_add(1, Ordering::Relaxed);
+        stats.position.store(consumer.position(), Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// `tally-bridge export`.
+pub fn export_command(args: &ExportArgs, stop: Arc<AtomicBool>) -> Result<(), Failure> {
+    let config = zenoh_config(&args.zenoh)?;
+    let ring = UntypedRing::open(&args.name)?;
+    let session = open_session(config)?;
+    let stats = Arc::new(ExportStats::default());
+    let zid = session.zid().to_string();
+    let status = {
+        let stats = stats.clone();
+        let (name, key) = (args.name.clone(), args.key.clone());
+        move |event: &str| {
+            json!({
+                "event": event,
+                "role": "export",
+                "name": name,
+                "key": key,
+                "zid": zid,
+                "received": stats.received.load(Ordering::Relaxed),
+                "published": stats.published.load(Ordering::Relaxed),
+                "position": stats.position.load(Ordering::Relaxed),
+                "matching": stats.matching.load(Ordering::Relaxed),
+            })
+        }
+    };
+    with_status(args.json, &stop, status, || {
+        run_export(&ring, &session, &args.key, &stats, &stop)
+    })
+}
+
+/// Runs `work`, printing `status` as a JSON line at the start ("ready"), once a second
+/// ("status") and at the end ("exit") when `json`.
+fn with_status<S, W>(json: bool, stop: &AtomicBool, status: S, work: W) -> Result<(), Failure>
+where
+    S: Fn(&str) -> serde_json::Value + Send + Sync,
+    W: FnOnce() -> Result<(), Failure> + Send,
+{
+    let done = AtomicBool::new(false);
+    let print = |event: &str| {
+        if json {
+            println!("{}", status(event));
+        }
+    };
+    print("ready");
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut next = Instant::now() + Duration::from_secs(1);
+            while !done.load(Ordering::Acquire) && !stop.load(Ordering::Acquire) {
+                std::thread::sleep(POLL);
+                if Instant::now() >= next {
+                    print("status");
+                    next += Duration::from_secs(1);
+                }
+            }
+        });
+        let r = work();
+        // SYNC POINT: Release pairs with the status thread's Acquire load.
+        done.store(true, Ordering::Release);
+        r
+    });
+    print("exit");
+    result
+}
+
+// --- import ----------------------------------------------------------------------------
+
+/// The importer's counters.
+#[derive(Debug, Default)]
+pub struct ImportStats {
+    /// Samples received.
+    pub received: AtomicU64,
+    /// Messages written into the ring.
+    pub written: AtomicU64,
+    /// Sequence jumps seen (each one a gap).
+    pub gaps: AtomicU64,
+    /// Messages the gaps skipped: lost in flight.
+    pub missing: AtomicU64,
+    /// Samples dropped as already written (an exporter's restart republishes one).
+    pub duplicates: AtomicU64,
+    /// Samples that were not tally-bridge samples.
+    pub malformed: AtomicU64,
+    /// Exporter sessions seen.
+    pub sessions: AtomicU64,
+    /// Exported ring incarnations seen (a recreated ring A starts a new stream).
+    pub streams: AtomicU64,
+}
+
+/// Where a restarted importer continues: the stream and the next sequence it expects,
+/// kept in a 24-byte file (`magic`, stream, next) when `--state` names one.
+pub struct StateFile {
+    file: File,
+}
+
+const STATE_MAGIC: u64 = u64::from_le_bytes(*b"TLYBST01");
+
+impl StateFile {
+    /// Opens or creates `path`.
+    ///
+    /// # Errors
+    /// A failure naming the file.
+    pub fn open(path: &std::path::Path) -> Result<Self, Failure> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Failure::Failed(format!("state file {}: {e}", path.display())))?;
+        Ok(StateFile { file })
+    }
+
+    /// The stream and next sequence saved, if any.
+    pub fn load(&self) -> Option<(u64, u64)> {
+        let mut b = [0u8; 24];
+        self.file.read_exact_at(&mut b, 0).ok()?;
+        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        (word(0) == STATE_MAGIC).then(|| (word(8), word(16)))
+    }
+
+    /// Saves the stream and the next sequence expected.
+    pub fn save(&self, stream: u64, next: u64) {
+        let mut b = [0u8; 24];
+        b[0..8].copy_from_slice(&STATE_MAGIC.to_le_bytes());
+        b[8..16].copy_from_slice(&stream.to_le_bytes());
+        b[16..24].copy_from_slice(&next.to_le_bytes());
+        let _ = self.file.write_all_at(&b, 0);
+    }
+}
+
+/// Asks the exporter on `key` to describe its ring, retrying until `wait` has passed.
+///
+/// # Errors
+/// A failure if no exporter answered in time, or the answer is unreadable.
+pub fn ask_exporter(
+    session: &zenoh::Session,
+    key: &str,
+    wait: Duration,
+    stop: &AtomicBool,
+) -> Result<serde_json::Value, Failure> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let replies = session
+            .get(describe_key(key))
+            .timeout(Duration::from_millis(500))
+            .wait()
+            .map_err(zerr("query"))?;
+        while let Ok(reply) = replies.recv() {
+            if let Ok(sample) = reply.result() {
+                let bytes = sample.payload().to_bytes();
+                return serde_json::from_slice(&bytes).map_err(|e| {
+                    Failure::Failed(format!("the exporter's description on {key}: {e}"))
+                });
+            }
+        }
+        if Instant::now() >= deadline || stop.load(Ordering::Acquire) {
+            return Err(Failure::Failed(format!(
+                "no exporter answered on {} within {:.1} s (start `tally-bridge export` first, or give --schema and --capacity)",
+                describe_key(key),
+                wait.as_secs_f64()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Opens ring `name`, or creates it with the payload and capacity given or described
+/// by the exporter.
+///
+/// # Errors
+/// A failure (a layout mismatch among them) from tally, or from asking the exporter.
+pub fn import_ring(
+    args: &ImportArgs,
+    session: &zenoh::Session,
+    stop: &AtomicBool,
+) -> Result<UntypedRing, Failure> {
+    if args.schema.is_none() {
+        match UntypedRing::open(&args.name) {
+            Ok(ring) => return Ok(ring),
+            Err(tally::Error::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let (schema, capacity) = match &args.schema {
+        Some(text) => {
+            let capacity = args.capacity.ok_or_else(|| {
+                Failure::Usage("--schema needs --capacity (the ring's slots)".into())
+            })?;
+            (text.clone(), capacity)
+        }
+        None => {
+            let wait = crate::seconds("--wait", args.wait)?;
+            let d = ask_exporter(session, &args.key, wait, stop)?;
+            let bad = || Failure::Failed(format!("the exporter's description is unusable: {d}"));
+            if d["kind"] != "ring" {
+                return Err(bad());
+            }
+            let schema = d["schema"].as_str().ok_or_else(bad)?.to_owned();
+            let capacity = match args.capacity {
+                Some(c) => c,
+                None => d["capacity"].as_u64().ok_or_else(bad)? as usize,
+            };
+            let align = d["align"].as_u64().ok_or_else(bad)?;
+            let decoded = Schema::from_canonical(&schema)?;
+            if decoded.align() as u64 != align {
+                return Err(Failure::Failed(format!(
+                    "the exported payload {schema} is aligned to {align} bytes, above its fields' {}: create ring {} yourself",
+                    decoded.align(),
+                    args.name
+                )));
+            }
+            (schema, capacity)
+        }
+    };
+    let schema = Schema::from_canonical(&schema)?;
+    let (ring, _created) =
+        UntypedRing::open_or_create(&args.name, &schema, capacity, &Options::default())?;
+    Ok(ring)
+}
+
+/// Writes every sample on `key` into `ring` until `stop`, in order, blocking while the
+/// ring is full (so Zenoh's reliable channel and the exporter's ring wait too).
+/// Sequence jumps are gaps (counted, and reported on stderr); sequences already
+/// written are duplicates and dropped.
+///
+/// # Errors
+/// A layout mismatch when a sample carries another payload type than the ring's; a
+/// failure if the producer role cannot be claimed or Zenoh fails.
+pub fn run_import(
+    ring: &UntypedRing,
+    session: &zenoh::Session,
+    key: &str,
+    stats: &ImportStats,
+    stop: &AtomicBool,
+    state: Option<&StateFile>,
+) -> Result<(), Failure> {
+    let subscriber = session
+        .declare_subscriber(key.to_owned())
+        .wait()
+        .map_err(zerr("subscriber"))?;
+    let mut producer = ring.producer()?;
+    let type_id = ring.schema().canonical_hash();
+    let size = ring.message_size();
+    // (stream, next sequence expected)
+    let mut expect: Option<(u64, u64)> = state.and_then(StateFile::load);
+    let mut session_id: Option<u64> = None;
+    let mut warned_malformed = false;
+    while !stop.load(Ordering::Acquire) {
+        let sample = match subscriber.recv_timeout(POLL) {
+            Ok(Some(s)) => s,
+            Ok(None) => continue,
+            Err(e) => return Err(Failure::Failed(format!("Zenoh subscriber: {e}"))),
+        };
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        let bytes = sample.payload().to_bytes();
+        let (h, payload) = match Header::read(&bytes) {
+            Ok(x) => x,
+            Err(why) => {
+                stats.malformed.fetch_add(1, Ordering::Relaxed);
+                if !warned_malformed {
+                    eprintln!(
+                        "tally-bridge: warning: dropping a sample on {}: {why}",
+                        sample.key_expr()
+                    );
+                    warned_malformed = true;
+                }
+                continue;
+            }
+        };
+        if h.type_id != type_id || h.flags != 0 || payload.len() != size {
+            let theirs = ask_exporter(session, key, Duration::from_secs(1), stop)
+                .ok()
+                .and_then(|d| d["schema"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "unknown".into());
+            return Err(Failure::Failed(format!(
+                "layout mismatch: ring {} holds {}-byte payloads {} (type id {type_id:016x}); the samples on {} carry {} bytes of type id {:016x} (the exporter's payload: {theirs}); nothing was written",
+                ring.name(),
+                size,
+                ring.schema().canonical(),
+                sample.key_expr(),
+                payload.len(),
+                h.type_id
+            )));
+        }
+        if session_id != Some(h.session) {
+            session_id = Some(h.session);
+            stats.sessions.fetch_add(1, Ordering::Relaxed);
+        }
+        match expect {
+            Some((stream, _)) if stream != h.stream => {
+                eprintln!(
+                    "tally-bridge: stream restarted on {key}: the exported ring was recreated; continuing at its sequence {}",
+                    h.seq
+                );
+                stats.streams.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                stats.streams.fetch_add(1, Ordering::Relaxed);
+            }
+            Some((_, next)) if h.seq < next => {
+                stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Some((_, next)) if h.seq > next => {
+                let missing = h.seq - next;
+                eprintln!(
+                    "tally-bridge: gap on {key}: sequence jumped from {next} to {}: {missing} message(s) lost",
+                    h.seq
+                );
+                stats.gaps.fetch_add(1, Ordering::Relaxed);
+                stats.missing.fetch_add(missing, Ordering::Relaxed);
+            }
+            Some(_) => {}
+        }
+        loop {
+            match producer.reserve_timeout(POLL) {
+                Ok(mut slot) => {
+                    slot.copy_from_slice(payload);
+                    slot.commit();
+                    break;
+                }
+                Err(_) => {
+                    // Full: wait for the consumer (or a new one), unless told to stop.
+                    if stop.load(Ordering::Acquire) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        stats.written.fetch_add(1, Ordering::Relaxed);
+        expect = Some((h.stream, h.seq + 1));
+        if let Some(state) = state {
+            state.save(h.stream, h.seq + 1);
+        }
+    }
+    Ok(())
+}
+
+/// `tally-bridge import`.
+pub fn import_command(args: &ImportArgs, stop: Arc<AtomicBool>) -> Result<(), Failure> {
+    let config = zenoh_config(&args.zenoh)?;
+    let state = args.state.as_deref().map(StateFile::open).transpose()?;
+    let session = open_session(config)?;
+    let ring = import_ring(args, &session, &stop)?;
+    let stats = Arc::new(ImportStats::default());
+    let zid = session.zid().to_string();
+    let schema = ring.schema().canonical();
+    let status = {
+        let stats = stats.clone();
+        let (name, key) = (args.name.clone(), args.key.clone());
+        move |event: &str| {
+            let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            json!({
+                "event": event,
+                "role": "import",
+                "name": name,
+                "key": key,
+                "zid": zid,
+                "schema": schema,
+                "received": n(&stats.received),
+                "written": n(&stats.written),
+                "gaps": n(&stats.gaps),
+                "missing": n(&stats.missing),
+                "duplicates": n(&stats.duplicates),
+                "malformed": n(&stats.malformed),
+                "sessions": n(&stats.sessions),
+                "streams": n(&stats.streams),
+            })
+        }
+    };
+    with_status(args.json, &stop, status, || {
+        run_import(&ring, &session, &args.key, &stats, &stop, state.as_ref())
+    })
+}
