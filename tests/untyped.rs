@@ -214,3 +214,39 @@ fn bad_schema_text_is_a_typed_error() {
         assert_eq!(Schema::from_canonical(text).unwrap().canonical(), text);
     }
 }
+
+#[test]
+fn reading_ahead_keeps_messages_until_released() {
+    let g = Guard::new(PREFIX, "ahead");
+    let ring = Ring::<u64>::create(&g.name, 4).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let any = UntypedRing::open(&g.name).unwrap();
+    let mut rx = any.consumer().unwrap();
+    assert!(rx.peek_at(0).is_none());
+    assert_err!(
+        rx.wait_at(0, Duration::from_millis(5)),
+        tally::RecvTimeoutError::Timeout
+    );
+    for i in 0..4 {
+        tx.try_send(100 + i).unwrap();
+    }
+    for i in 0..4 {
+        assert_eq!(rx.peek_at(i).unwrap(), &(100 + i).to_ne_bytes());
+    }
+    assert!(rx.peek_at(4).is_none(), "beyond the capacity");
+    assert!(
+        tx.try_send(9).is_err(),
+        "read ahead, but nothing released: full"
+    );
+    assert_eq!(rx.release_n(3), 3);
+    assert_eq!(rx.position(), 3);
+    assert_eq!(rx.peek_at(0).unwrap(), &103u64.to_ne_bytes());
+    tx.try_send(104).unwrap();
+    rx.wait_at(1, SEC).unwrap();
+    assert_eq!(rx.peek_at(1).unwrap(), &104u64.to_ne_bytes());
+    assert_eq!(rx.release_n(10), 2, "only what is committed");
+    // A new consumer starts at the first unreleased message.
+    drop(rx);
+    let rx = any.consumer().unwrap();
+    assert_eq!(rx.position(), 5);
+}

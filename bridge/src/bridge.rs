@@ -18,6 +18,11 @@ use crate::{ExportArgs, Failure, ImportArgs, ZenohArgs};
 
 /// How often a waiting loop looks at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
+/// An importer acknowledges at least every this many messages.
+const ACK_EVERY: u32 = 16;
+/// An exporter whose unacknowledged messages see no acknowledgement for this long
+/// sends them again.
+const RESEND_AFTER: Duration = Duration::from_secs(2);
 
 /// The key of the exporter's description queryable under its key expression.
 pub fn describe_key(key: &str) -> String {
@@ -101,6 +106,8 @@ pub struct ExportStats {
     pub matching: AtomicBool,
     /// The ring position of the next message.
     pub position: AtomicU64,
+    /// Messages published again to a new importer (or after acks stalled).
+    pub resent: AtomicU64,
 }
 
 /// What the exporter answers on `KEY/@tally`, for an importer creating its ring.
@@ -128,10 +135,19 @@ fn stream_id(ring: &UntypedRing) -> u64 {
     )
 }
 
-/// Publishes every message of `ring` on `key` until `stop`: peek, publish, release, so
-/// a killed exporter loses nothing (its successor republishes at most the one message
-/// it had peeked, which importers drop as a duplicate by its sequence). While nothing
-/// subscribes to `key` the exporter waits, and the ring holds the messages.
+/// The key importers acknowledge on: `KEY/@tally/ack`.
+pub fn ack_key(key: &str) -> String {
+    format!("{key}/@tally/ack")
+}
+
+/// Publishes every message of `ring` on `key` until `stop`, keeping each in the ring
+/// until an importer acknowledges it (`KEY/@tally/ack`): messages are read ahead
+/// (up to the ring's capacity) and released only once acknowledged, so a killed
+/// exporter loses nothing: its successor starts at the first unacknowledged message
+/// and republishes what the importer may already have, which the importer drops as
+/// duplicates by their sequence. While nothing subscribes to `key`, or nothing is
+/// acknowledged for a ring's worth of messages, the exporter waits and the ring fills,
+/// so its producer waits too.
 ///
 /// # Errors
 /// A failure if the consumer role cannot be claimed or Zenoh fails.
@@ -152,16 +168,40 @@ pub fn run_export(
         })
         .wait()
         .map_err(zerr("queryable"))?;
+    let stream = stream_id(ring);
+    // The highest sequence acknowledged + 1, for this stream.
+    let acked = Arc::new(AtomicU64::new(0));
+    let sink = acked.clone();
+    let _acks = session
+        .declare_subscriber(ack_key(key))
+        .callback(move |sample| {
+            if let Some(ack) = wire::Ack::read(&sample.payload().to_bytes())
+                && ack.stream == stream
+            {
+                // SYNC POINT: Release pairs with the exporter loop's Acquire load.
+                sink.fetch_max(ack.next, Ordering::Release);
+            }
+        })
+        .wait()
+        .map_err(zerr("ack subscriber"))?;
     let publisher = session
         .declare_publisher(key.to_owned())
         .congestion_control(CongestionControl::Block)
         .wait()
         .map_err(zerr("publisher"))?;
     let matching = Arc::new(AtomicBool::new(false));
-    let flag = matching.clone();
+    // Counts the times an importer appeared: each one gets every unacknowledged
+    // message again.
+    let arrivals = Arc::new(AtomicU64::new(0));
+    let (flag, count) = (matching.clone(), arrivals.clone());
     let _listener = publisher
         .matching_listener()
-        .callback(move |status| flag.store(status.matching(), Ordering::Release))
+        .callback(move |status| {
+            if status.matching() {
+                count.fetch_add(1, Ordering::Release);
+            }
+            flag.store(status.matching(), Ordering::Release);
+        })
         .wait()
         .map_err(zerr("matching listener"))?;
     if publisher
@@ -173,41 +213,66 @@ pub fn run_export(
         matching.store(true, Ordering::Release);
     }
     let mut consumer = ring.consumer()?;
+    let capacity = ring.capacity() as u64;
+    let mut seen_arrivals = arrivals.load(Ordering::Acquire);
+    let mut last_progress = Instant::now();
     let mut header = Header {
         flags: 0,
         type_id: ring.schema().canonical_hash(),
         seq: 0,
         len: ring.message_size() as u32,
-        stream: stream_id(ring),
+        stream,
         session: random_u64(),
     };
-    stats.position.store(consumer.position(), Ordering::Relaxed);
+    // The next sequence to publish; consumer.position() is the oldest unacknowledged.
+    let mut sent = consumer.position();
+    stats.position.store(sent, Ordering::Relaxed);
     while !stop.load(Ordering::Acquire) {
-        // SYNC POINT: Acquire pairs with the Release store of the matching callback.
+        // SYNC POINT: Acquire pairs with the ack callback's Release.
+        let a = acked.load(Ordering::Acquire);
+        let head = consumer.position();
+        if a > head && consumer.release_n(a.min(sent) - head) > 0 {
+            last_progress = Instant::now();
+        }
+        let head = consumer.position();
+        // SYNC POINT: Acquire pairs with the Release stores of the matching callback.
         let m = matching.load(Ordering::Acquire);
         stats.matching.store(m, Ordering::Relaxed);
-        if !m {
-            std::thread::sleep(Duration::from_millis(5));
+        let now_arrivals = arrivals.load(Ordering::Acquire);
+        let stalled = sent != head && last_progress.elapsed() > RESEND_AFTER;
+        if now_arrivals != seen_arrivals || stalled {
+            // A new importer (or one whose acks stopped): send it everything not yet
+            // acknowledged; what it already wrote it drops by sequence.
+            seen_arrivals = now_arrivals;
+            if sent != head {
+                stats.resent.fetch_add(sent - head, Ordering::Relaxed);
+            }
+            sent = head;
+            last_progress = Instant::now();
+        }
+        let ahead = sent.wrapping_sub(head);
+        if !m || ahead >= capacity {
+            // No importer, or a ring's worth unacknowledged: wait for acks.
+            std::thread::sleep(Duration::from_micros(50));
             continue;
         }
-        let msg = match consumer.peek_timeout(POLL) {
-            Ok(msg) => msg,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => {
+        let Some(msg) = consumer.peek_at(ahead) else {
+            match consumer.wait_at(ahead, POLL) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 // The producer has gone; a new one may come.
-                std::thread::sleep(POLL);
-                continue;
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(POLL),
             }
+            continue;
         };
         stats.received.fetch_add(1, Ordering::Relaxed);
-        header.seq = msg.position();
+        header.seq = sent;
         let mut sample = vec![0u8; HEADER_LEN + msg.len()];
         header.write(&mut sample);
-        sample[HEADER_LEN..].copy_from_slice(&msg);
+        sample[HEADER_LEN..].copy_from_slice(msg);
         publisher.put(sample).wait().map_err(zerr("put"))?;
-        msg.release();
+        sent += 1;
         stats.published.fetch_add(1, Ordering::Relaxed);
-        stats.position.store(consumer.position(), Ordering::Relaxed);
+        stats.position.store(sent, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -233,6 +298,7 @@ pub fn export_command(args: &ExportArgs, stop: Arc<AtomicBool>) -> Result<(), Fa
                 "published": stats.published.load(Ordering::Relaxed),
                 "position": stats.position.load(Ordering::Relaxed),
                 "matching": stats.matching.load(Ordering::Relaxed),
+                "resent": stats.resent.load(Ordering::Relaxed),
             })
         }
     };
@@ -298,13 +364,16 @@ pub struct ImportStats {
     pub streams: AtomicU64,
 }
 
-/// Where a restarted importer continues: the stream and the next sequence it expects,
-/// kept in a 24-byte file (`magic`, stream, next) when `--state` names one.
+/// Where a restarted importer continues, kept in a 32-byte file when `--state` names
+/// one: the stream, the sequence being written, and ring B's producer position before
+/// it was written. Saved before each commit; on restart, ring B's position says
+/// whether that commit happened (it moved past the saved one) or not, so nothing is
+/// written twice and nothing is skipped.
 pub struct StateFile {
     file: File,
 }
 
-const STATE_MAGIC: u64 = u64::from_le_bytes(*b"TLYBST01");
+const STATE_MAGIC: u64 = u64::from_le_bytes(*b"TLYBST02");
 
 impl StateFile {
     /// Opens or creates `path`.
@@ -322,21 +391,31 @@ impl StateFile {
         Ok(StateFile { file })
     }
 
-    /// The stream and next sequence saved, if any.
-    pub fn load(&self) -> Option<(u64, u64)> {
-        let mut b = [0u8; 24];
+    /// The stream and the next sequence to write, given ring B's producer position now.
+    pub fn load(&self, ring_position: u64) -> Option<(u64, u64)> {
+        let mut b = [0u8; 32];
         self.file.read_exact_at(&mut b, 0).ok()?;
         let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        (word(0) == STATE_MAGIC).then(|| (word(8), word(16)))
+        if word(0) != STATE_MAGIC {
+            return None;
+        }
+        let (stream, seq, before) = (word(8), word(16), word(24));
+        Some((stream, if ring_position > before { seq + 1 } else { seq }))
     }
 
-    /// Saves the stream and the next sequence expected.
-    pub fn save(&self, stream: u64, next: u64) {
-        let mut b = [0u8; 24];
+    /// Saves that `seq` of `stream` is about to be written at ring position `before`.
+    ///
+    /// # Errors
+    /// A failure if the file cannot be written.
+    pub fn save(&self, stream: u64, seq: u64, before: u64) -> Result<(), Failure> {
+        let mut b = [0u8; 32];
         b[0..8].copy_from_slice(&STATE_MAGIC.to_le_bytes());
         b[8..16].copy_from_slice(&stream.to_le_bytes());
-        b[16..24].copy_from_slice(&next.to_le_bytes());
-        let _ = self.file.write_all_at(&b, 0);
+        b[16..24].copy_from_slice(&seq.to_le_bytes());
+        b[24..32].copy_from_slice(&before.to_le_bytes());
+        self.file
+            .write_all_at(&b, 0)
+            .map_err(|e| Failure::Failed(format!("state file: {e}")))
     }
 }
 
@@ -450,14 +529,30 @@ pub fn run_import(
         .declare_subscriber(key.to_owned())
         .wait()
         .map_err(zerr("subscriber"))?;
+    let acks = session
+        .declare_publisher(ack_key(key))
+        .wait()
+        .map_err(zerr("ack publisher"))?;
+    let mut unacked = 0u32;
     let mut producer = ring.producer()?;
     let type_id = ring.schema().canonical_hash();
     let size = ring.message_size();
     // (stream, next sequence expected)
-    let mut expect: Option<(u64, u64)> = state.and_then(StateFile::load);
+    let mut expect: Option<(u64, u64)> = state.and_then(|st| st.load(producer.position()));
     let mut session_id: Option<u64> = None;
     let mut warned_malformed = false;
     while !stop.load(Ordering::Acquire) {
+        // Acknowledge what was written at the end of each burst and every ACK_EVERY
+        // messages: the exporter keeps messages in its ring until then.
+        if unacked > 0 && (unacked >= ACK_EVERY || subscriber.is_empty()) {
+            if let Some((stream, next)) = expect {
+                let ack = wire::Ack { stream, next };
+                acks.put(ack.to_bytes().to_vec())
+                    .wait()
+                    .map_err(zerr("ack"))?;
+            }
+            unacked = 0;
+        }
         let sample = match subscriber.recv_timeout(POLL) {
             Ok(Some(s)) => s,
             Ok(None) => continue,
@@ -511,6 +606,7 @@ pub fn run_import(
             }
             Some((_, next)) if h.seq < next => {
                 stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                unacked += 1;
                 continue;
             }
             Some((_, next)) if h.seq > next => {
@@ -523,6 +619,9 @@ pub fn run_import(
                 stats.missing.fetch_add(missing, Ordering::Relaxed);
             }
             Some(_) => {}
+        }
+        if let Some(state) = state {
+            state.save(h.stream, h.seq, producer.position())?;
         }
         loop {
             match producer.reserve_timeout(POLL) {
@@ -540,10 +639,8 @@ pub fn run_import(
             }
         }
         stats.written.fetch_add(1, Ordering::Relaxed);
+        unacked += 1;
         expect = Some((h.stream, h.seq + 1));
-        if let Some(state) = state {
-            state.save(h.stream, h.seq + 1);
-        }
     }
     Ok(())
 }

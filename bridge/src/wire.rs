@@ -96,6 +96,46 @@ impl Header {
     }
 }
 
+/// An importer's acknowledgement on `KEY/@tally/ack`: 24 bytes, little-endian.
+///
+/// ```text
+///  0  4  magic   b"TLYA"
+///  4  4  version 1 (u32)
+///  8  8  stream  the stream of the samples acknowledged
+/// 16  8  next    every sequence below it is written (the next one expected)
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub stream: u64,
+    pub next: u64,
+}
+
+/// First four bytes of an acknowledgement.
+pub const ACK_MAGIC: [u8; 4] = *b"TLYA";
+
+impl Ack {
+    /// The 24 bytes on the wire.
+    pub fn to_bytes(self) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        b[0..4].copy_from_slice(&ACK_MAGIC);
+        b[4..8].copy_from_slice(&1u32.to_le_bytes());
+        b[8..16].copy_from_slice(&self.stream.to_le_bytes());
+        b[16..24].copy_from_slice(&self.next.to_le_bytes());
+        b
+    }
+
+    /// Decodes untrusted bytes; `None` if they are not an acknowledgement.
+    pub fn read(b: &[u8]) -> Option<Ack> {
+        if b.len() != 24 || b[0..4] != ACK_MAGIC || b[4..8] != 1u32.to_le_bytes() {
+            return None;
+        }
+        Some(Ack {
+            stream: u64::from_le_bytes(b[8..16].try_into().ok()?),
+            next: u64::from_le_bytes(b[16..24].try_into().ok()?),
+        })
+    }
+}
+
 /// FNV-1a 64, as tally hashes schema texts.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -139,6 +179,19 @@ mod tests {
         let mut bad = buf;
         bad[6] = 200;
         assert!(Header::read(&bad).is_err());
+    }
+
+    #[test]
+    fn ack_round_trip() {
+        let a = Ack {
+            stream: 5,
+            next: 77,
+        };
+        assert_eq!(Ack::read(&a.to_bytes()), Some(a));
+        assert_eq!(Ack::read(&a.to_bytes()[..23]), None);
+        let mut b = a.to_bytes();
+        b[0] = 0;
+        assert_eq!(Ack::read(&b), None);
     }
 
     #[test]

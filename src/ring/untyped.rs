@@ -413,6 +413,62 @@ impl UntypedConsumer {
         self.cursor.head
     }
 
+    /// The committed message `i` places after the next one to read (`0`: the next
+    /// one), in place and without releasing anything; `None` if it is not committed
+    /// (yet), or `i` is not below the capacity. With [`wait_at`](Self::wait_at) and
+    /// [`release_n`](Self::release_n) this reads ahead of what it frees: a bridge
+    /// keeps messages in the ring until the far side has them.
+    pub fn peek_at(&self, i: u64) -> Option<&[u8]> {
+        let geo = self.cursor.view.geo;
+        if i >= geo.capacity {
+            return None;
+        }
+        let pos = self.cursor.head.wrapping_add(i);
+        // Positions head..=pos are committed in order, so checking pos suffices: the
+        // producer never commits past a slot we have not released (i < capacity).
+        if !self.cursor.view.is_committed(pos) {
+            return None;
+        }
+        // SAFETY: committed (Acquire in is_committed) and not released: the producer
+        // does not write it until we release it; mapped for `payload_size` bytes
+        // (validated geometry). The borrow of `self` keeps `release_n` away.
+        Some(unsafe { std::slice::from_raw_parts(self.cursor.view.payload(pos), geo.payload_size) })
+    }
+
+    /// Waits at most `timeout` (`Duration::MAX`: for ever) until the message `i`
+    /// places after the next one is committed (see [`peek_at`](Self::peek_at)).
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`], or [`RecvTimeoutError::Disconnected`] once the
+    /// producer has gone and it was never committed. `i` not below the capacity is a
+    /// `Timeout` at once.
+    pub fn wait_at(&mut self, i: u64, timeout: Duration) -> Result<(), RecvTimeoutError> {
+        if i >= self.cursor.view.geo.capacity {
+            return Err(RecvTimeoutError::Timeout);
+        }
+        let at = ConsumerCursor {
+            view: self.cursor.view,
+            head: self.cursor.head.wrapping_add(i),
+        };
+        let deadline = if timeout == Duration::MAX {
+            None
+        } else {
+            deadline_after(timeout)
+        };
+        self.shared
+            .await_data(&at, DEFAULT_SPIN, deadline, &mut self.probe)
+    }
+
+    /// Frees the next `n` messages for the producer, or as many of them as are
+    /// committed. Returns how many it freed.
+    pub fn release_n(&mut self, n: u64) -> u64 {
+        let n = self.cursor.available(n.min(self.cursor.view.geo.capacity));
+        if n > 0 {
+            self.cursor.release(n);
+        }
+        n
+    }
+
     /// Whether the producer has gone.
     pub fn is_disconnected(&self) -> bool {
         self.shared.role_gone(Role::Producer)
