@@ -283,7 +283,7 @@ fn bench_size(args: &BenchArgs, size: usize, base: Instant) -> Result<serde_json
 
     std::thread::scope(|s| -> Result<serde_json::Value, Failure> {
         let exporter =
-            s.spawn(|| bridge::run_export(&ring_a, &exp_session, &key, &export_stats, &stop));
+            s.spawn(|| bridge::run_export(&ring_a, &exp_session, &key, &export_stats, &stop, true));
         let importer =
             s.spawn(|| bridge::run_import(&ring_b, &imp_session, &key, &import_stats, &stop, None));
         let result = (|| {

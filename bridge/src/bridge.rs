@@ -149,6 +149,9 @@ pub fn ack_key(key: &str) -> String {
 /// acknowledged for a ring's worth of messages, the exporter waits and the ring fills,
 /// so its producer waits too.
 ///
+/// Without `ack` each message is released once published (for subscribers that do not
+/// acknowledge): a killed exporter may then lose what Zenoh had queued.
+///
 /// # Errors
 /// A failure if the consumer role cannot be claimed or Zenoh fails.
 pub fn run_export(
@@ -157,6 +160,7 @@ pub fn run_export(
     key: &str,
     stats: &ExportStats,
     stop: &AtomicBool,
+    ack: bool,
 ) -> Result<(), Failure> {
     let description = describe(ring).to_string();
     let _queryable = session
@@ -229,7 +233,11 @@ pub fn run_export(
     stats.position.store(sent, Ordering::Relaxed);
     while !stop.load(Ordering::Acquire) {
         // SYNC POINT: Acquire pairs with the ack callback's Release.
-        let a = acked.load(Ordering::Acquire);
+        let a = if ack {
+            acked.load(Ordering::Acquire)
+        } else {
+            sent
+        };
         let head = consumer.position();
         if a > head && consumer.release_n(a.min(sent) - head) > 0 {
             last_progress = Instant::now();
@@ -303,7 +311,7 @@ pub fn export_command(args: &ExportArgs, stop: Arc<AtomicBool>) -> Result<(), Fa
         }
     };
     with_status(args.json, &stop, status, || {
-        run_export(&ring, &session, &args.key, &stats, &stop)
+        run_export(&ring, &session, &args.key, &stats, &stop, !args.no_ack)
     })
 }
 

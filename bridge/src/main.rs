@@ -77,6 +77,11 @@ pub struct ExportArgs {
     /// The Zenoh key expression to publish on.
     #[arg(long, value_name = "KEYEXPR")]
     pub key: String,
+    /// Release each message once published instead of once an importer acknowledges
+    /// it: for plain Zenoh subscribers that do not acknowledge. A SIGKILLed exporter
+    /// may then lose the messages Zenoh had queued.
+    #[arg(long)]
+    pub no_ack: bool,
     #[command(flatten)]
     pub zenoh: ZenohArgs,
     /// Print a JSON status line to stdout once a second and at exit.
