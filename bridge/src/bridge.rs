@@ -19,7 +19,9 @@ use crate::{ExportArgs, Failure, ImportArgs, ZenohArgs};
 /// How often a waiting loop looks at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
 /// An importer acknowledges at least every this many messages.
-const ACK_EVERY: u32 = 16;
+const ACK_EVERY: u32 = 64;
+/// An importer acknowledges what it wrote once nothing has come for this long.
+const ACK_IDLE: Duration = Duration::from_micros(500);
 /// An exporter whose unacknowledged messages see no acknowledgement for this long
 /// sends them again.
 const RESEND_AFTER: Duration = Duration::from_secs(2);
@@ -247,7 +249,8 @@ pub fn run_export(
         let m = matching.load(Ordering::Acquire);
         stats.matching.store(m, Ordering::Relaxed);
         let now_arrivals = arrivals.load(Ordering::Acquire);
-        let stalled = sent != head && last_progress.elapsed() > RESEND_AFTER;
+        let ahead = sent.wrapping_sub(head);
+        let stalled = ahead >= capacity && last_progress.elapsed() > RESEND_AFTER;
         if now_arrivals != seen_arrivals || stalled {
             // A new importer (or one whose acks stopped): send it everything not yet
             // acknowledged; what it already wrote it drops by sequence.
@@ -274,9 +277,9 @@ pub fn run_export(
         };
         stats.received.fetch_add(1, Ordering::Relaxed);
         header.seq = sent;
-        let mut sample = vec![0u8; HEADER_LEN + msg.len()];
-        header.write(&mut sample);
-        sample[HEADER_LEN..].copy_from_slice(msg);
+        let mut sample = Vec::with_capacity(HEADER_LEN + msg.len());
+        sample.extend_from_slice(&header.to_bytes());
+        sample.extend_from_slice(msg);
         publisher.put(sample).wait().map_err(zerr("put"))?;
         sent += 1;
         stats.published.fetch_add(1, Ordering::Relaxed);
@@ -550,20 +553,29 @@ pub fn run_import(
     let mut session_id: Option<u64> = None;
     let mut warned_malformed = false;
     while !stop.load(Ordering::Acquire) {
-        // Acknowledge what was written at the end of each burst and every ACK_EVERY
-        // messages: the exporter keeps messages in its ring until then.
-        if unacked > 0 && (unacked >= ACK_EVERY || subscriber.is_empty()) {
-            if let Some((stream, next)) = expect {
-                let ack = wire::Ack { stream, next };
-                acks.put(ack.to_bytes().to_vec())
-                    .wait()
-                    .map_err(zerr("ack"))?;
-            }
-            unacked = 0;
-        }
-        let sample = match subscriber.recv_timeout(POLL) {
+        // Acknowledge what was written every ACK_EVERY messages, and once nothing has
+        // come for ACK_IDLE: the exporter keeps messages in its ring until then.
+        let next = if unacked == 0 {
+            subscriber.recv_timeout(POLL)
+        } else if unacked >= ACK_EVERY {
+            Ok(None)
+        } else {
+            subscriber.recv_timeout(ACK_IDLE)
+        };
+        let sample = match next {
             Ok(Some(s)) => s,
-            Ok(None) => continue,
+            Ok(None) => {
+                if unacked > 0 {
+                    if let Some((stream, next)) = expect {
+                        let ack = wire::Ack { stream, next };
+                        acks.put(ack.to_bytes().to_vec())
+                            .wait()
+                            .map_err(zerr("ack"))?;
+                    }
+                    unacked = 0;
+                }
+                continue;
+            }
             Err(e) => return Err(Failure::Failed(format!("Zenoh subscriber: {e}"))),
         };
         stats.received.fetch_add(1, Ordering::Relaxed);
