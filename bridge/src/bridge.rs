@@ -668,6 +668,12 @@ pub fn run_import(
 /// `tally-bridge import`.
 pub fn import_command(args: &ImportArgs, stop: Arc<AtomicBool>) -> Result<(), Failure> {
     let config = zenoh_config(&args.zenoh)?;
+    crate::seconds("--wait", args.wait)?;
+    if args.schema.is_some() && args.capacity.is_none() {
+        return Err(Failure::Usage(
+            "--schema needs --capacity (the ring's slots)".into(),
+        ));
+    }
     let state = args.state.as_deref().map(StateFile::open).transpose()?;
     let session = open_session(config)?;
     let ring = import_ring(args, &session, &stop)?;

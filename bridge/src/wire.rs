@@ -39,7 +39,7 @@ pub struct Header {
 
 impl Header {
     /// The header's bytes.
-    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         self.write(&mut b);
         b

@@ -278,6 +278,16 @@ fn usage_errors_exit_2_with_one_line() {
         vec!["import", "x"],
         vec!["export", "x", "--key", "k", "--mode", "router"],
         vec!["export", "x", "--key", "k", "--cfg", "nonsense"],
+        vec![
+            "export",
+            "x",
+            "--key",
+            "k",
+            "--config",
+            "/nonexistent/zenoh.json5",
+        ],
+        vec!["import", "--key", "k", "x", "--schema", "u64"],
+        vec!["import", "--key", "k", "x", "--wait", "-1"],
         vec!["frobnicate"],
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally-bridge"))
