@@ -241,10 +241,12 @@ pub fn run_export(
             sent
         };
         let head = consumer.position();
-        if a > head && consumer.release_n(a.min(sent) - head) > 0 {
+        if a > head && consumer.release_n(a - head) > 0 {
             last_progress = Instant::now();
         }
         let head = consumer.position();
+        // Acknowledged beyond what this exporter sent: a predecessor sent it.
+        sent = sent.max(head);
         // SYNC POINT: Acquire pairs with the Release stores of the matching callback.
         let m = matching.load(Ordering::Acquire);
         stats.matching.store(m, Ordering::Relaxed);
