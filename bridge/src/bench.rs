@@ -279,7 +279,7 @@ fn bench_size(args: &BenchArgs, size: usize, base: Instant) -> Result<serde_json
     let (exp_session, imp_session) = session_pair()?;
     let (pub_session, sub_session) = session_pair()?;
     let export_stats = ExportStats::default();
-    let import_stats = ImportStats::default();
+    let import_stats = Arc::new(ImportStats::default());
 
     std::thread::scope(|s| -> Result<serde_json::Value, Failure> {
         let exporter =

@@ -522,63 +522,48 @@ pub fn import_ring(
     Ok(ring)
 }
 
-/// Writes every sample on `key` into `ring` until `stop`, in order, blocking while the
-/// ring is full (so Zenoh's reliable channel and the exporter's ring wait too).
-/// Sequence jumps are gaps (counted, and reported on stderr); sequences already
-/// written are duplicates and dropped.
-///
-/// # Errors
-/// A layout mismatch when a sample carries another payload type than the ring's; a
-/// failure if the producer role cannot be claimed or Zenoh fails.
-pub fn run_import(
-    ring: &UntypedRing,
-    session: &zenoh::Session,
-    key: &str,
-    stats: &ImportStats,
-    stop: &AtomicBool,
-    state: Option<&StateFile>,
-) -> Result<(), Failure> {
-    let subscriber = session
-        .declare_subscriber(key.to_owned())
-        .wait()
-        .map_err(zerr("subscriber"))?;
-    let acks = session
-        .declare_publisher(ack_key(key))
-        .wait()
-        .map_err(zerr("ack publisher"))?;
-    let mut unacked = 0u32;
-    let mut producer = ring.producer()?;
-    let type_id = ring.schema().canonical_hash();
-    let size = ring.message_size();
-    // (stream, next sequence expected)
-    let mut expect: Option<(u64, u64)> = state.and_then(|st| st.load(producer.position()));
-    let mut session_id: Option<u64> = None;
-    let mut warned_malformed = false;
-    while !stop.load(Ordering::Acquire) {
-        // Acknowledge what was written every ACK_EVERY messages, and once nothing has
-        // come for ACK_IDLE: the exporter keeps messages in its ring until then.
-        let next = if unacked == 0 {
-            subscriber.recv_timeout(POLL)
-        } else if unacked >= ACK_EVERY {
-            Ok(None)
-        } else {
-            subscriber.recv_timeout(ACK_IDLE)
-        };
-        let sample = match next {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                if unacked > 0 {
-                    if let Some((stream, next)) = expect {
-                        let ack = wire::Ack { stream, next };
-                        acks.put(ack.to_bytes().to_vec())
-                            .wait()
-                            .map_err(zerr("ack"))?;
-                    }
-                    unacked = 0;
-                }
-                continue;
-            }
-            Err(e) => return Err(Failure::Failed(format!("Zenoh subscriber: {e}"))),
+/// The importer's writing side, run in Zenoh's receive callback: each sample goes
+/// straight into ring B, with no hand-off to another thread.
+struct Writer {
+    producer: Option<tally::UntypedProducer>,
+    type_id: u64,
+    size: usize,
+    /// (stream, next sequence expected)
+    expect: Option<(u64, u64)>,
+    session_id: Option<u64>,
+    warned_malformed: bool,
+    /// Messages written (or dropped as duplicates) since the last acknowledgement.
+    unacked: u32,
+    last_write: Instant,
+    /// A sample of another payload type: (key, its type id, its length).
+    mismatch: Option<(String, u64, usize)>,
+    /// The state file failed.
+    failure: Option<Failure>,
+}
+
+impl Writer {
+    fn acknowledge(&mut self, acks: &zenoh::pubsub::Publisher<'_>) {
+        if let Some((stream, next)) = self.expect.filter(|_| self.unacked > 0) {
+            let _ = acks
+                .put(wire::Ack { stream, next }.to_bytes().to_vec())
+                .wait();
+        }
+        self.unacked = 0;
+    }
+
+    fn write(
+        &mut self,
+        sample: &zenoh::sample::Sample,
+        key: &str,
+        stats: &ImportStats,
+        stop: &AtomicBool,
+        state: Option<&StateFile>,
+    ) {
+        if self.mismatch.is_some() || self.failure.is_some() {
+            return;
+        }
+        let Some(producer) = self.producer.as_mut() else {
+            return;
         };
         stats.received.fetch_add(1, Ordering::Relaxed);
         let bytes = sample.payload().to_bytes();
@@ -586,36 +571,25 @@ pub fn run_import(
             Ok(x) => x,
             Err(why) => {
                 stats.malformed.fetch_add(1, Ordering::Relaxed);
-                if !warned_malformed {
+                if !self.warned_malformed {
                     eprintln!(
                         "tally-bridge: warning: dropping a sample on {}: {why}",
                         sample.key_expr()
                     );
-                    warned_malformed = true;
+                    self.warned_malformed = true;
                 }
-                continue;
+                return;
             }
         };
-        if h.type_id != type_id || h.flags != 0 || payload.len() != size {
-            let theirs = ask_exporter(session, key, Duration::from_secs(1), stop)
-                .ok()
-                .and_then(|d| d["schema"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| "unknown".into());
-            return Err(Failure::Failed(format!(
-                "layout mismatch: ring {} holds {}-byte payloads {} (type id {type_id:016x}); the samples on {} carry {} bytes of type id {:016x} (the exporter's payload: {theirs}); nothing was written",
-                ring.name(),
-                size,
-                ring.schema().canonical(),
-                sample.key_expr(),
-                payload.len(),
-                h.type_id
-            )));
+        if h.type_id != self.type_id || h.flags != 0 || payload.len() != self.size {
+            self.mismatch = Some((sample.key_expr().to_string(), h.type_id, payload.len()));
+            return;
         }
-        if session_id != Some(h.session) {
-            session_id = Some(h.session);
+        if self.session_id != Some(h.session) {
+            self.session_id = Some(h.session);
             stats.sessions.fetch_add(1, Ordering::Relaxed);
         }
-        match expect {
+        match self.expect {
             Some((stream, _)) if stream != h.stream => {
                 eprintln!(
                     "tally-bridge: stream restarted on {key}: the exported ring was recreated; continuing at its sequence {}",
@@ -628,8 +602,9 @@ pub fn run_import(
             }
             Some((_, next)) if h.seq < next => {
                 stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                unacked += 1;
-                continue;
+                self.unacked += 1;
+                self.last_write = Instant::now();
+                return;
             }
             Some((_, next)) if h.seq > next => {
                 let missing = h.seq - next;
@@ -642,8 +617,11 @@ pub fn run_import(
             }
             Some(_) => {}
         }
-        if let Some(state) = state {
-            state.save(h.stream, h.seq, producer.position())?;
+        if let Some(state) = state
+            && let Err(e) = state.save(h.stream, h.seq, producer.position())
+        {
+            self.failure = Some(e);
+            return;
         }
         loop {
             match producer.reserve_timeout(POLL) {
@@ -652,19 +630,119 @@ pub fn run_import(
                     slot.commit();
                     break;
                 }
-                Err(_) => {
-                    // Full: wait for the consumer (or a new one), unless told to stop.
-                    if stop.load(Ordering::Acquire) {
-                        return Ok(());
-                    }
-                }
+                // Full: wait for the consumer (or a new one), unless told to stop.
+                Err(_) if stop.load(Ordering::Acquire) => return,
+                Err(_) => {}
             }
         }
         stats.written.fetch_add(1, Ordering::Relaxed);
-        unacked += 1;
-        expect = Some((h.stream, h.seq + 1));
+        self.unacked += 1;
+        self.last_write = Instant::now();
+        self.expect = Some((h.stream, h.seq + 1));
     }
-    Ok(())
+}
+
+/// Writes every sample on `key` into `ring` until `stop`, in order, blocking while the
+/// ring is full (so Zenoh's reliable channel and the exporter's ring wait too). It
+/// writes in Zenoh's receive callback. Sequence jumps are gaps (counted, and reported on
+/// stderr); sequences already written are duplicates and dropped. What is written is
+/// acknowledged on `KEY/@tally/ack` every [`ACK_EVERY`] messages and once nothing has
+/// come for [`ACK_IDLE`].
+///
+/// # Errors
+/// A layout mismatch when a sample carries another payload type than the ring's; a
+/// failure if the producer role cannot be claimed, the state file cannot be written or
+/// Zenoh fails.
+pub fn run_import(
+    ring: &UntypedRing,
+    session: &zenoh::Session,
+    key: &str,
+    stats: &Arc<ImportStats>,
+    stop: &Arc<AtomicBool>,
+    state: Option<StateFile>,
+) -> Result<(), Failure> {
+    let acks = Arc::new(
+        session
+            .declare_publisher(ack_key(key))
+            .wait()
+            .map_err(zerr("ack publisher"))?,
+    );
+    let producer = ring.producer()?;
+    let expect = state.as_ref().and_then(|st| st.load(producer.position()));
+    let writer = Arc::new(std::sync::Mutex::new(Writer {
+        producer: Some(producer),
+        type_id: ring.schema().canonical_hash(),
+        size: ring.message_size(),
+        expect,
+        session_id: None,
+        warned_malformed: false,
+        unacked: 0,
+        last_write: Instant::now(),
+        mismatch: None,
+        failure: None,
+    }));
+    let subscriber = {
+        let (writer, stats, stop, acks) =
+            (writer.clone(), stats.clone(), stop.clone(), acks.clone());
+        let key = key.to_owned();
+        session
+            .declare_subscriber(key.clone())
+            .callback(move |sample| {
+                let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+                w.write(&sample, &key, &stats, &stop, state.as_ref());
+                if w.unacked >= ACK_EVERY {
+                    w.acknowledge(&acks);
+                }
+            })
+            .wait()
+            .map_err(zerr("subscriber"))?
+    };
+    enum End {
+        Stop,
+        Failed(Failure),
+        Mismatch(String, u64, usize),
+    }
+    let end = loop {
+        if stop.load(Ordering::Acquire) {
+            break End::Stop;
+        }
+        std::thread::sleep(ACK_IDLE);
+        let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = w.failure.take() {
+            break End::Failed(f);
+        }
+        if let Some((sample_key, id, len)) = w.mismatch.take() {
+            break End::Mismatch(sample_key, id, len);
+        }
+        if w.unacked > 0 && w.last_write.elapsed() >= ACK_IDLE {
+            w.acknowledge(&acks);
+        }
+    };
+    drop(subscriber);
+    // Release the producer role now, whatever Zenoh still holds of the callback.
+    let producer = writer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .producer
+        .take();
+    drop(producer);
+    match end {
+        End::Stop => Ok(()),
+        End::Failed(f) => Err(f),
+        End::Mismatch(sample_key, id, len) => {
+            let theirs = ask_exporter(session, key, Duration::from_secs(1), stop)
+                .ok()
+                .and_then(|d| d["schema"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "unknown".into());
+            Err(Failure::Failed(format!(
+                "layout mismatch: ring {} holds {}-byte payloads {} (type id {:016x}); the samples on {sample_key} carry {len} bytes of type id {id:016x} (the exporter's payload: {theirs}); nothing was written",
+                ring.name(),
+                ring.message_size(),
+                ring.schema().canonical(),
+                ring.schema().canonical_hash(),
+            )))
+        }
+    }
 }
 
 /// `tally-bridge import`.
@@ -706,6 +784,6 @@ pub fn import_command(args: &ImportArgs, stop: Arc<AtomicBool>) -> Result<(), Fa
         }
     };
     with_status(args.json, &stop, status, || {
-        run_import(&ring, &session, &args.key, &stats, &stop, state.as_ref())
+        run_import(&ring, &session, &args.key, &stats, &stop, state)
     })
 }
