@@ -250,3 +250,35 @@ fn reading_ahead_keeps_messages_until_released() {
     let rx = any.consumer().unwrap();
     assert_eq!(rx.position(), 5);
 }
+
+#[test]
+fn byte_rings_read_ahead_too() {
+    let g = Guard::new(PREFIX, "bytes-ahead");
+    let ring = ByteRing::create(&g.name, 4, 16).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    assert!(rx.peek_at(0).is_none());
+    assert_err!(
+        rx.wait_at(0, Duration::from_millis(5)),
+        tally::RecvTimeoutError::Timeout
+    );
+    for (i, m) in [&b"a"[..], b"bc", b"", b"0123456789abcdef"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(tx.position(), i as u64);
+        tx.try_send(m).unwrap();
+    }
+    assert_eq!(rx.peek_at(1).unwrap(), b"bc");
+    assert_eq!(rx.peek_at(2).unwrap(), b"");
+    assert_eq!(rx.peek_at(3).unwrap(), b"0123456789abcdef");
+    assert!(rx.peek_at(4).is_none());
+    assert_eq!(rx.release_n(2), 2);
+    assert_eq!(rx.position(), 2);
+    tx.try_send(b"xyz").unwrap();
+    rx.wait_at(2, SEC).unwrap();
+    assert_eq!(rx.peek_at(2).unwrap(), b"xyz");
+    assert_eq!(rx.release_n(9), 3);
+    drop((rx, tx, ring));
+    assert_gone(&g.name);
+}
