@@ -16,6 +16,7 @@ use zenoh::Wait;
 use zenoh::qos::CongestionControl;
 
 use crate::bridge::{self, ExportStats, ImportStats};
+use crate::local::Local;
 use crate::{Failure, ZenohArgs};
 
 #[derive(Args, Debug)]
@@ -271,8 +272,18 @@ fn bench_size(args: &BenchArgs, size: usize, base: Instant) -> Result<serde_json
     let schema = Schema::from_canonical(&format!("[u8;{size}]"))?;
     let name_a = format!("bridge-bench-a-{pid}-{size}");
     let name_b = format!("bridge-bench-b-{pid}-{size}");
-    let ring_a = UntypedRing::create(&name_a, &schema, args.capacity, &Options::default())?;
-    let ring_b = UntypedRing::create(&name_b, &schema, args.capacity, &Options::default())?;
+    let ring_a = Local::Typed(UntypedRing::create(
+        &name_a,
+        &schema,
+        args.capacity,
+        &Options::default(),
+    )?);
+    let ring_b = Local::Typed(UntypedRing::create(
+        &name_b,
+        &schema,
+        args.capacity,
+        &Options::default(),
+    )?);
     let key = format!("tally/bench/{pid}/{size}");
     let plain_key = format!("tally/bench/{pid}/{size}/plain");
 
@@ -318,8 +329,8 @@ fn bench_size(args: &BenchArgs, size: usize, base: Instant) -> Result<serde_json
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let mut btx = BridgeTx(ring_a.producer()?);
-            let mut brx = BridgeRx(ring_b.consumer()?);
+            let mut btx = BridgeTx(UntypedRing::open(&name_a)?.producer()?);
+            let mut brx = BridgeRx(UntypedRing::open(&name_b)?.consumer()?);
             let mut ztx = ZenohTx(publisher);
             let mut zrx = ZenohRx(subscriber);
             let (mut bridge_r, mut zenoh_r) = (Rounds::default(), Rounds::default());

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tally::{Options, RecvTimeoutError, Schema, UntypedRing};
+
+use crate::local::Local;
 use zenoh::Wait;
 use zenoh::qos::CongestionControl;
 
@@ -112,21 +114,9 @@ pub struct ExportStats {
     pub resent: AtomicU64,
 }
 
-/// What the exporter answers on `KEY/@tally`, for an importer creating its ring.
-pub fn describe(ring: &UntypedRing) -> serde_json::Value {
-    json!({
-        "kind": "ring",
-        "schema": ring.schema().canonical(),
-        "type_id": format!("{:016x}", ring.schema().canonical_hash()),
-        "message_size": ring.message_size(),
-        "align": ring.align(),
-        "capacity": ring.capacity(),
-    })
-}
-
 /// The identity of ring A's incarnation: stable across exporter restarts, new when the
 /// ring is recreated.
-fn stream_id(ring: &UntypedRing) -> u64 {
+fn stream_id(ring: &Local) -> u64 {
     let info = ring.info();
     wire::fnv1a(
         format!(
@@ -157,14 +147,14 @@ pub fn ack_key(key: &str) -> String {
 /// # Errors
 /// A failure if the consumer role cannot be claimed or Zenoh fails.
 pub fn run_export(
-    ring: &UntypedRing,
+    ring: &Local,
     session: &zenoh::Session,
     key: &str,
     stats: &ExportStats,
     stop: &AtomicBool,
     ack: bool,
 ) -> Result<(), Failure> {
-    let description = describe(ring).to_string();
+    let description = ring.describe().to_string();
     let _queryable = session
         .declare_queryable(describe_key(key))
         .callback(move |query| {
@@ -223,10 +213,10 @@ pub fn run_export(
     let mut seen_arrivals = arrivals.load(Ordering::Acquire);
     let mut last_progress = Instant::now();
     let mut header = Header {
-        flags: 0,
-        type_id: ring.schema().canonical_hash(),
+        flags: ring.flags(),
+        type_id: ring.type_id(),
         seq: 0,
-        len: ring.message_size() as u32,
+        len: 0,
         stream,
         session: random_u64(),
     };
@@ -279,6 +269,7 @@ pub fn run_export(
         };
         stats.received.fetch_add(1, Ordering::Relaxed);
         header.seq = sent;
+        header.len = msg.len() as u32;
         let mut sample = Vec::with_capacity(HEADER_LEN + msg.len());
         sample.extend_from_slice(&header.to_bytes());
         sample.extend_from_slice(msg);
@@ -293,7 +284,7 @@ pub fn run_export(
 /// `tally-bridge export`.
 pub fn export_command(args: &ExportArgs, stop: Arc<AtomicBool>) -> Result<(), Failure> {
     let config = zenoh_config(&args.zenoh)?;
-    let ring = UntypedRing::open(&args.name)?;
+    let ring = Local::open(&args.name)?;
     let session = open_session(config)?;
     let stats = Arc::new(ExportStats::default());
     let zid = session.zid().to_string();
@@ -477,57 +468,70 @@ pub fn import_ring(
     args: &ImportArgs,
     session: &zenoh::Session,
     stop: &AtomicBool,
-) -> Result<UntypedRing, Failure> {
+) -> Result<Local, Failure> {
     if args.schema.is_none() {
-        match UntypedRing::open(&args.name) {
+        match Local::open(&args.name) {
             Ok(ring) => return Ok(ring),
             Err(tally::Error::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    let (schema, capacity) = match &args.schema {
+    let (schema, capacity, size) = match &args.schema {
         Some(text) => {
             let capacity = args.capacity.ok_or_else(|| {
                 Failure::Usage("--schema needs --capacity (the ring's slots)".into())
             })?;
-            (text.clone(), capacity)
+            (text.clone(), capacity, args.max_message)
         }
         None => {
             let wait = crate::seconds("--wait", args.wait)?;
             let d = ask_exporter(session, &args.key, wait, stop)?;
             let bad = || Failure::Failed(format!("the exporter's description is unusable: {d}"));
-            if d["kind"] != "ring" {
-                return Err(bad());
-            }
             let schema = d["schema"].as_str().ok_or_else(bad)?.to_owned();
             let capacity = match args.capacity {
                 Some(c) => c,
                 None => d["capacity"].as_u64().ok_or_else(bad)? as usize,
             };
-            let align = d["align"].as_u64().ok_or_else(bad)?;
-            let decoded = Schema::from_canonical(&schema)?;
-            if decoded.align() as u64 != align {
-                return Err(Failure::Failed(format!(
-                    "the exported payload {schema} is aligned to {align} bytes, above its fields' {}: create ring {} yourself",
-                    decoded.align(),
-                    args.name
-                )));
+            let size = d["message_size"].as_u64().ok_or_else(bad)? as usize;
+            match d["kind"].as_str() {
+                Some("byte_ring") if schema == "bytes" => {}
+                Some("ring") => {
+                    let align = d["align"].as_u64().ok_or_else(bad)?;
+                    let decoded = Schema::from_canonical(&schema)?;
+                    if decoded.align() as u64 != align {
+                        return Err(Failure::Failed(format!(
+                            "the exported payload {schema} is aligned to {align} bytes, above its fields' {}: create ring {} yourself",
+                            decoded.align(),
+                            args.name
+                        )));
+                    }
+                }
+                _ => return Err(bad()),
             }
-            (schema, capacity)
+            (schema, capacity, Some(size))
         }
     };
+    if schema == "bytes" {
+        let max = size.ok_or_else(|| {
+            Failure::Usage("--schema bytes needs --max-message (the longest message)".into())
+        })?;
+        return Ok(Local::open_or_create_bytes(&args.name, capacity, max)?);
+    }
     let schema = Schema::from_canonical(&schema)?;
     let (ring, _created) =
         UntypedRing::open_or_create(&args.name, &schema, capacity, &Options::default())?;
-    Ok(ring)
+    Ok(Local::Typed(ring))
 }
 
 /// The importer's writing side, run in Zenoh's receive callback: each sample goes
 /// straight into ring B, with no hand-off to another thread.
 struct Writer {
-    producer: Option<tally::UntypedProducer>,
+    producer: Option<crate::local::Sink>,
     type_id: u64,
+    flags: u8,
+    /// A typed ring's message size, or a byte ring's largest message.
     size: usize,
+    bytes: bool,
     /// (stream, next sequence expected)
     expect: Option<(u64, u64)>,
     session_id: Option<u64>,
@@ -581,7 +585,12 @@ impl Writer {
                 return;
             }
         };
-        if h.type_id != self.type_id || h.flags != 0 || payload.len() != self.size {
+        let size_ok = if self.bytes {
+            payload.len() <= self.size
+        } else {
+            payload.len() == self.size
+        };
+        if h.type_id != self.type_id || h.flags != self.flags || !size_ok {
             self.mismatch = Some((sample.key_expr().to_string(), h.type_id, payload.len()));
             return;
         }
@@ -623,17 +632,8 @@ impl Writer {
             self.failure = Some(e);
             return;
         }
-        loop {
-            match producer.reserve_timeout(POLL) {
-                Ok(mut slot) => {
-                    slot.copy_from_slice(payload);
-                    slot.commit();
-                    break;
-                }
-                // Full: wait for the consumer (or a new one), unless told to stop.
-                Err(_) if stop.load(Ordering::Acquire) => return,
-                Err(_) => {}
-            }
+        if !producer.write(payload, stop) {
+            return;
         }
         stats.written.fetch_add(1, Ordering::Relaxed);
         self.unacked += 1;
@@ -654,7 +654,7 @@ impl Writer {
 /// failure if the producer role cannot be claimed, the state file cannot be written or
 /// Zenoh fails.
 pub fn run_import(
-    ring: &UntypedRing,
+    ring: &Local,
     session: &zenoh::Session,
     key: &str,
     stats: &Arc<ImportStats>,
@@ -671,8 +671,10 @@ pub fn run_import(
     let expect = state.as_ref().and_then(|st| st.load(producer.position()));
     let writer = Arc::new(std::sync::Mutex::new(Writer {
         producer: Some(producer),
-        type_id: ring.schema().canonical_hash(),
+        type_id: ring.type_id(),
+        flags: ring.flags(),
         size: ring.message_size(),
+        bytes: matches!(ring, Local::Bytes(_)),
         expect,
         session_id: None,
         warned_malformed: false,
@@ -735,11 +737,18 @@ pub fn run_import(
                 .and_then(|d| d["schema"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| "unknown".into());
             Err(Failure::Failed(format!(
-                "layout mismatch: ring {} holds {}-byte payloads {} (type id {:016x}); the samples on {sample_key} carry {len} bytes of type id {id:016x} (the exporter's payload: {theirs}); nothing was written",
+                "layout mismatch: ring {} holds {} (type id {:016x}); the samples on {sample_key} carry {len} bytes of type id {id:016x} (the exporter's payload: {theirs}); nothing was written",
                 ring.name(),
-                ring.message_size(),
-                ring.schema().canonical(),
-                ring.schema().canonical_hash(),
+                match ring {
+                    Local::Typed(_) => format!(
+                        "{}-byte payloads {}",
+                        ring.message_size(),
+                        ring.schema_text()
+                    ),
+                    Local::Bytes(_) =>
+                        format!("byte messages of up to {} bytes", ring.message_size()),
+                },
+                ring.type_id(),
             )))
         }
     }
@@ -759,7 +768,7 @@ pub fn import_command(args: &ImportArgs, stop: Arc<AtomicBool>) -> Result<(), Fa
     let ring = import_ring(args, &session, &stop)?;
     let stats = Arc::new(ImportStats::default());
     let zid = session.zid().to_string();
-    let schema = ring.schema().canonical();
+    let schema = ring.schema_text();
     let status = {
         let stats = stats.clone();
         let (name, key) = (args.name.clone(), args.key.clone());

@@ -7,6 +7,7 @@
 
 mod bench;
 mod bridge;
+mod local;
 mod wire;
 
 use std::process::ExitCode;
@@ -72,7 +73,8 @@ pub struct ZenohArgs {
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// The local ring to export (a typed SPSC ring); the bridge takes its consumer role.
+    /// The local ring to export (a typed SPSC ring or a byte ring); the bridge takes
+    /// its consumer role.
     pub name: String,
     /// The Zenoh key expression to publish on.
     #[arg(long, value_name = "KEYEXPR")]
@@ -103,6 +105,9 @@ pub struct ImportArgs {
     /// creates the ring; by default it asks the exporter (`KEY/@tally`).
     #[arg(long, value_name = "SCHEMA")]
     pub schema: Option<String>,
+    /// With `--schema bytes`: the longest message of the byte ring the bridge creates.
+    #[arg(long, value_name = "BYTES")]
+    pub max_message: Option<usize>,
     /// How long to wait for an exporter to describe the payload, in seconds.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub wait: f64,

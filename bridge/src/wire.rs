@@ -23,7 +23,6 @@ pub const VERSION: u8 = 1;
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 48;
 /// Flag: the payload is one message of a byte ring (any length up to its maximum).
-#[allow(dead_code)] // Written by byte-ring exporters; this build refuses such samples.
 pub const FLAG_BYTES: u8 = 1;
 
 /// A sample's header.

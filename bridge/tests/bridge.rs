@@ -306,3 +306,76 @@ fn usage_errors_exit_2_with_one_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{out:?}");
 }
+
+#[test]
+fn byte_rings_are_bridged_message_by_message() {
+    const N: u64 = 5_000;
+    let (a, b) = (Guard(unique("ba")), Guard(unique("bb")));
+    let key = format!("tally/test/{}", a.0);
+    let port = free_port();
+    let ring_a = tally::ByteRing::create(&a.0, 64, 32).unwrap();
+    let exporter = export(&a.0, &key, port);
+    let mut importer = import(&b.0, &key, port, &[]);
+    let ready = importer.expect("ready", READY);
+    assert_eq!(ready["schema"], "bytes");
+    let ring_b = tally::ByteRing::open(&b.0).expect("the importer created ring B");
+    assert_eq!(ring_b.max_message(), 32);
+    assert_eq!(ring_b.capacity(), 64);
+    let msg = |i: u64| -> Vec<u8> {
+        let text = format!("m{i}");
+        text.repeat(1 + (i % 5) as usize).into_bytes()[..]
+            .iter()
+            .take(32)
+            .copied()
+            .collect()
+    };
+    let mut rx = ring_b.consumer().unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut tx = ring_a.producer().unwrap();
+            for i in 0..N {
+                tx.send(&msg(i)).unwrap();
+            }
+            tx
+        });
+        for i in 0..N {
+            let got = rx
+                .peek_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("message {i}: {e:?}"));
+            assert_eq!(&*got, &msg(i)[..], "message {i}");
+            got.release();
+        }
+    });
+    let imp = importer.terminate();
+    let exp = exporter.terminate();
+    assert_eq!(imp["written"], N);
+    assert_eq!(imp["gaps"], 0);
+    assert_eq!(exp["published"], N);
+    drop((rx, ring_b, ring_a));
+    assert_gone(&a.0);
+    assert_gone(&b.0);
+}
+
+#[test]
+fn a_typed_importer_refuses_a_byte_ring() {
+    let (a, b) = (Guard(unique("bma")), Guard(unique("bmb")));
+    let key = format!("tally/test/{}", a.0);
+    let port = free_port();
+    let ring_a = tally::ByteRing::create(&a.0, 8, 16).unwrap();
+    let ring_b = Ring::<u64>::create(&b.0, 8).unwrap();
+    let exporter = export(&a.0, &key, port);
+    let mut importer = import(&b.0, &key, port, &[]);
+    importer.expect("ready", READY);
+    ring_a.producer().unwrap().send(b"12345678").unwrap();
+    let status = importer.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{}", importer.stderr());
+    let err = importer.stderr();
+    assert!(
+        err.contains("layout mismatch") && err.contains("bytes"),
+        "{err}"
+    );
+    exporter.terminate();
+    drop((ring_a, ring_b));
+    assert_gone(&a.0);
+    assert_gone(&b.0);
+}
