@@ -70,7 +70,8 @@ pub use ring::{
     ByteConsumer, ByteProducer, ByteReadBatch, ByteReadSlot, ByteRing, ByteWriteBatch,
     ByteWriteSlot, Consumer, PeerState, Producer, ReadBatch, ReadSlot, RecvError, RecvTimeoutError,
     ReserveError, ReserveTimeoutError, Ring, SendError, SendTimeoutError, TryRecvError,
-    TrySendError, WriteBatch, WriteSlot,
+    TrySendError, UntypedConsumer, UntypedProducer, UntypedReadSlot, UntypedRing, UntypedWriteSlot,
+    WriteBatch, WriteSlot,
 };
 #[cfg(not(loom))]
 pub use segment::{

@@ -851,3 +851,90 @@ mod tests {
         assert_eq!(short_type_name("(x::A, y::B)"), "(A, B)");
     }
 }
+
+// --- schemas known only at run time --------------------------------------------------
+
+impl Schema {
+    /// Decodes [canonical text](Schema::canonical) (for instance the
+    /// [`payload_schema`](crate::SegmentInfo::payload_schema) an object stores, or one
+    /// received from another host) into a schema with the same canonical text, so the
+    /// same [`canonical_hash`](Schema::canonical_hash).
+    ///
+    /// Struct type names are not part of the text: decoded structs are named `struct`.
+    /// A struct's size is the end of its last field and its alignment the largest of
+    /// its fields' (a `Pod` struct has no padding).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for text that is not a
+    /// canonical schema (including `bytes`, the identity of untyped byte objects, which
+    /// describes no fixed-size payload), names an unknown primitive, or describes a
+    /// layout [`Message`] types cannot have (gaps, overlaps, out-of-order fields).
+    pub fn from_canonical(text: &str) -> crate::Result<Schema> {
+        let bad = |why: String| {
+            crate::Error::InvalidArgument(format!("payload schema {:?}: {why}", render_text(text)))
+        };
+        let node = parse(text.as_bytes()).map_err(bad)?;
+        let schema = schema_of(&node).map_err(bad)?;
+        schema.check().map_err(bad)?;
+        if schema.canonical() != text {
+            return Err(bad("not in canonical form".to_owned()));
+        }
+        Ok(schema)
+    }
+}
+
+/// At most [`RENDER_LEN`] characters of untrusted text, for messages.
+fn render_text(text: &str) -> String {
+    match text.char_indices().nth(RENDER_LEN) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
+/// The schema a decoded node describes. Recursion is bounded by the parser's depth.
+fn schema_of(node: &Node<'_>) -> Result<Schema, String> {
+    Ok(match node {
+        Node::Bytes => return Err("`bytes` describes byte messages, not a payload type".into()),
+        Node::Primitive(name) => primitive_schema(name)?,
+        Node::Array(element, len) => {
+            let len = usize::try_from(*len).map_err(|_| format!("array of {len} elements"))?;
+            let element = schema_of(element)?;
+            if element.size().checked_mul(len).is_none() {
+                return Err(format!("array of {len} elements overflows"));
+            }
+            Schema::array(element, len)
+        }
+        Node::Struct(nodes) => {
+            let mut fields = Vec::with_capacity(nodes.len());
+            let (mut size, mut align) = (0usize, 1usize);
+            for f in nodes {
+                let schema = schema_of(&f.node)?;
+                let offset =
+                    usize::try_from(f.offset).map_err(|_| format!("offset {}", f.offset))?;
+                size = offset
+                    .checked_add(schema.size())
+                    .ok_or_else(|| format!("field `{}` overflows", f.name))?;
+                align = align.max(schema.align());
+                fields.push(Field::new(f.name, offset, schema));
+            }
+            Schema::Struct {
+                name: "struct".to_owned(),
+                size,
+                align,
+                fields,
+            }
+        }
+    })
+}
+
+fn primitive_schema(name: &str) -> Result<Schema, String> {
+    macro_rules! lookup {
+        ($($t:ident)*) => {
+            match name {
+                $(stringify!($t) => Ok(<$t as Message>::schema()),)*
+                _ => Err(format!("unknown primitive type `{name}`")),
+            }
+        };
+    }
+    lookup!(u8 u16 u32 u64 u128 usize i8 i16 i32 i64 i128 isize f32 f64)
+}

@@ -1,5 +1,7 @@
 //! Rings of variable-length byte messages, up to a slot size chosen at create time.
 
+mod ahead;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;

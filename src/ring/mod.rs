@@ -3,6 +3,7 @@
 mod bytes;
 mod error;
 pub(crate) mod shared;
+mod untyped;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -26,6 +27,9 @@ pub use error::{
 };
 pub use shared::PeerState;
 use shared::{Role, Shared};
+pub use untyped::{
+    UntypedConsumer, UntypedProducer, UntypedReadSlot, UntypedRing, UntypedWriteSlot,
+};
 
 /// A named SPSC ring of `T` values in shared memory, alive while any process holds it.
 ///

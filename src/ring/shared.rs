@@ -138,6 +138,12 @@ impl Shared {
         Self::attach(seg, &geo, Check::AnyCapacity)
     }
 
+    /// Attaches to an opened segment that holds a typed ring whose slots have `geo`'s
+    /// shape (any capacity): for rings whose payload is known only at run time.
+    pub(crate) fn attach_typed(seg: Segment, geo: &Geometry) -> Result<Arc<Self>> {
+        Self::attach(seg, geo, Check::AnyCapacity)
+    }
+
     /// Opens a byte ring of any capacity and message size.
     pub(crate) fn open_any_bytes(name: &str, opts: &Options) -> Result<Arc<Self>> {
         let probe = Geometry::new(1, 16, 8, FLAVOR_BYTES).expect("valid geometry");

@@ -91,8 +91,16 @@ pub struct Fingerprint {
 impl Fingerprint {
     /// The fingerprint of `T`: its size, alignment and schema.
     pub fn of<T: crate::Message>() -> Self {
-        let schema = T::schema();
-        let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
+        Self::of_schema(
+            &T::schema(),
+            std::mem::size_of::<T>(),
+            std::mem::align_of::<T>(),
+        )
+    }
+
+    /// The fingerprint of a payload of `size` bytes aligned to `align` that `schema`
+    /// describes: what [`of`](Self::of) gives for a type with that schema and layout.
+    pub fn of_schema(schema: &crate::Schema, size: usize, align: usize) -> Self {
         let text = schema.canonical();
         let defect = if schema.size() != size || schema.align() != align {
             Some(format!(
