@@ -48,7 +48,8 @@ pub use broadcast::{
     Broadcast, BroadcastRecvError, BroadcastRecvTimeoutError, BroadcastTryRecvError, ByteBroadcast,
     ByteBroadcastReadSlot, ByteBroadcastWriteSlot, BytePublisher, ByteSubscriber, Lagged, Policy,
     Publisher, ReadBatch as BroadcastReadBatch, ReadSlot as BroadcastReadSlot, Start, Subscriber,
-    WriteBatch as BroadcastWriteBatch, WriteSlot as BroadcastWriteSlot,
+    UntypedBroadcast, UntypedBroadcastReadSlot, UntypedBroadcastWriteSlot, UntypedPublisher,
+    UntypedSubscriber, WriteBatch as BroadcastWriteBatch, WriteSlot as BroadcastWriteSlot,
 };
 #[cfg(not(loom))]
 pub use error::{Error, Result};

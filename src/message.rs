@@ -883,6 +883,59 @@ impl Schema {
     }
 }
 
+/// The payload of the object in `seg`, for a handle that does not know its type: the
+/// schema the segment stores (decoded, keeping the segment's type name for messages)
+/// and the alignment, from the schema's up to [`OBJECT_ALIGN`], whose slot shape
+/// `fits(size, align)` the object's slots (an over-aligned struct is aligned above its
+/// fields').
+///
+/// # Errors
+/// [`Error::Corrupted`](crate::Error::Corrupted) if the stored schema is unreadable or
+/// disagrees with the payload size; [`Error::LayoutMismatch`](crate::Error::LayoutMismatch)
+/// if no alignment fits.
+pub(crate) fn stored_payload(
+    seg: &crate::segment::Segment,
+    fits: impl Fn(usize, usize) -> bool,
+) -> crate::Result<(Schema, usize)> {
+    use crate::segment::layout::OBJECT_ALIGN;
+    let info = seg.info();
+    let name = seg.name();
+    let schema = Schema::from_canonical(&info.payload_schema)
+        .map_err(|e| crate::Error::corrupted(name, format!("stored payload schema: {e}")))?;
+    let size = info.payload_size as usize;
+    if schema.size() != size {
+        return Err(crate::Error::corrupted(
+            name,
+            format!(
+                "the stored schema describes {} bytes, the payload is {size}",
+                schema.size()
+            ),
+        ));
+    }
+    let align = (schema.align()..=OBJECT_ALIGN)
+        .filter(|a| a.is_power_of_two())
+        .find(|&a| fits(size, a))
+        .ok_or_else(|| crate::Error::LayoutMismatch {
+            name: name.to_owned(),
+            detail: format!("no alignment of {size}-byte payloads matches the object's slots"),
+        })?;
+    let schema = match schema {
+        Schema::Struct {
+            size,
+            align,
+            fields,
+            ..
+        } => Schema::Struct {
+            name: info.payload_type.clone(),
+            size,
+            align,
+            fields,
+        },
+        other => other,
+    };
+    Ok((schema, align))
+}
+
 /// At most [`RENDER_LEN`] characters of untrusted text, for messages.
 fn render_text(text: &str) -> String {
     match text.char_indices().nth(RENDER_LEN) {

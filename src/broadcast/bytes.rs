@@ -557,6 +557,11 @@ pub struct ByteBroadcastReadSlot<'a> {
 }
 
 impl ByteBroadcastReadSlot<'_> {
+    /// The message's position in the ring.
+    pub fn position(&self) -> u64 {
+        self.subscriber.cursor.pos
+    }
+
     /// Moves past the message; `Err(Lagged)` (lossy only) if it was overwritten while
     /// read.
     ///

@@ -4,6 +4,7 @@
 mod bytes;
 mod error;
 pub(crate) mod shared;
+mod untyped;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -23,6 +24,10 @@ pub use bytes::{
 pub use error::{BroadcastRecvError, BroadcastRecvTimeoutError, BroadcastTryRecvError, Lagged};
 use shared::BcastShared;
 pub use shared::{Policy, Start};
+pub use untyped::{
+    UntypedBroadcast, UntypedBroadcastReadSlot, UntypedBroadcastWriteSlot, UntypedPublisher,
+    UntypedSubscriber,
+};
 
 /// A named broadcast ring of `T` values in shared memory: one [`Publisher`], any number
 /// of [`Subscriber`]s (up to the holder table's capacity), each reading every message.

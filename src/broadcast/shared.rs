@@ -99,7 +99,7 @@ impl BcastShared {
         })
     }
 
-    fn stored_geometry(seg: &Segment) -> Result<Geometry> {
+    pub(crate) fn stored_geometry(seg: &Segment) -> Result<Geometry> {
         let mem = seg.object();
         // SAFETY: the object area is mapped for `mem.len` bytes, 128-aligned.
         unsafe { read_geometry(mem.ptr, mem.len) }.map_err(|d| Error::corrupted(seg.name(), d))
@@ -107,7 +107,12 @@ impl BcastShared {
 
     /// Validates the ring in `seg` against `expected`: its slot shape always (a byte
     /// ring's message size only if `exact`), its capacity and policy if `exact`.
-    fn attach(seg: Segment, expected: &Geometry, exact: bool, policy: bool) -> Result<Arc<Self>> {
+    pub(crate) fn attach(
+        seg: Segment,
+        expected: &Geometry,
+        exact: bool,
+        policy: bool,
+    ) -> Result<Arc<Self>> {
         let geo = Self::stored_geometry(&seg)?;
         let bytes = expected.flavor == FLAVOR_BYTES;
         let same_slots = geo.flavor == expected.flavor

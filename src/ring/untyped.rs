@@ -83,36 +83,17 @@ impl UntypedRing {
                 found: info.kind,
             });
         }
-        let schema = Schema::from_canonical(&info.payload_schema)
-            .map_err(|e| Error::corrupted(name, format!("stored payload schema: {e}")))?;
-        let size = info.payload_size as usize;
-        if schema.size() != size {
-            return Err(Error::corrupted(
-                name,
-                format!(
-                    "the stored schema describes {} bytes, the payload is {size}",
-                    schema.size()
-                ),
-            ));
-        }
-        // The slots' shape (checked against the ring's own geometry) gives the
-        // alignment; an over-aligned struct is aligned above its fields'.
-        let align = (schema.align()..=OBJECT_ALIGN)
-            .filter(|a| a.is_power_of_two())
-            .find(|&a| {
-                untyped_geometry(1, size, a)
-                    .ok()
-                    .is_some_and(|g| Self::slots_match(&seg, &g))
-            })
-            .ok_or_else(|| Error::LayoutMismatch {
-                name: name.to_owned(),
-                detail: format!("no alignment of {size}-byte payloads matches the ring's slots"),
-            })?;
+        let (schema, align) = crate::message::stored_payload(&seg, |size, align| {
+            untyped_geometry(1, size, align)
+                .ok()
+                .is_some_and(|g| Self::slots_match(&seg, &g))
+        })?;
+        let size = schema.size();
         let geo = untyped_geometry(1, size, align)?;
         let shared = Shared::attach_typed(seg, &geo)?;
         Ok(UntypedRing {
             shared,
-            schema: Self::named(schema, &info.payload_type),
+            schema,
             align,
         })
     }
@@ -175,24 +156,6 @@ impl UntypedRing {
                     && found.payload_size == geo.payload_size
             }
             Err(_) => false,
-        }
-    }
-
-    /// The decoded schema keeps the type name the segment stores, for messages.
-    fn named(schema: Schema, type_name: &str) -> Schema {
-        match schema {
-            Schema::Struct {
-                size,
-                align,
-                fields,
-                ..
-            } => Schema::Struct {
-                name: type_name.to_owned(),
-                size,
-                align,
-                fields,
-            },
-            other => other,
         }
     }
 
