@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tally::{Options, RecvTimeoutError, Schema, UntypedRing};
+use tally::{BroadcastRecvTimeoutError, Policy, RecvTimeoutError, Schema};
 
-use crate::local::Local;
+use crate::local::{Feed, Local, Shape, Source};
 use zenoh::Wait;
 use zenoh::qos::CongestionControl;
 
@@ -112,6 +112,9 @@ pub struct ExportStats {
     pub position: AtomicU64,
     /// Messages published again to a new importer (or after acks stalled).
     pub resent: AtomicU64,
+    /// Broadcast rings: messages the publisher overwrote before this exporter read them
+    /// (lossy rings); the importer counts them as missing.
+    pub lagged: AtomicU64,
 }
 
 /// The identity of ring A's incarnation: stable across exporter restarts, new when the
@@ -143,6 +146,9 @@ pub fn ack_key(key: &str) -> String {
 ///
 /// Without `ack` each message is released once published (for subscribers that do not
 /// acknowledge): a killed exporter may then lose what Zenoh had queued.
+///
+/// A broadcast ring is read as one more subscriber, which moves on once a message is
+/// published (see [`export_broadcast`]).
 ///
 /// # Errors
 /// A failure if the consumer role cannot be claimed or Zenoh fails.
@@ -208,11 +214,7 @@ pub fn run_export(
     {
         matching.store(true, Ordering::Release);
     }
-    let mut consumer = ring.consumer()?;
-    let capacity = ring.capacity() as u64;
-    let mut seen_arrivals = arrivals.load(Ordering::Acquire);
-    let mut last_progress = Instant::now();
-    let mut header = Header {
+    let header = Header {
         flags: ring.flags(),
         type_id: ring.type_id(),
         seq: 0,
@@ -220,13 +222,83 @@ pub fn run_export(
         stream,
         session: random_u64(),
     };
+    let link = Link {
+        publisher: &publisher,
+        matching: &matching,
+        arrivals: &arrivals,
+        acked: &acked,
+        ack,
+    };
+    match (ring.consumer()?, ring.subscribe()?) {
+        (Some(consumer), _) => {
+            export_ring(consumer, ring.capacity() as u64, &link, header, stats, stop)
+        }
+        (None, Some(feed)) => {
+            export_broadcast(feed, ring.message_size(), &link, header, stats, stop)
+        }
+        (None, None) => unreachable!("a ring has a consumer or a subscriber"),
+    }
+}
+
+/// What the export loops share: the publisher and what the callbacks report.
+struct Link<'a> {
+    publisher: &'a zenoh::pubsub::Publisher<'a>,
+    /// Whether an importer (any subscriber) matches the key.
+    matching: &'a AtomicBool,
+    /// How many times an importer appeared.
+    arrivals: &'a AtomicU64,
+    /// The highest sequence acknowledged + 1, for this stream.
+    acked: &'a AtomicU64,
+    /// Whether messages wait for acknowledgements.
+    ack: bool,
+}
+
+impl Link<'_> {
+    /// Whether an importer matches the key now (also in `stats`).
+    fn matching(&self, stats: &ExportStats) -> bool {
+        // SYNC POINT: Acquire pairs with the Release stores of the matching callback.
+        let m = self.matching.load(Ordering::Acquire);
+        stats.matching.store(m, Ordering::Relaxed);
+        m
+    }
+
+    /// Publishes `sample`: `header` with `seq`, then the payload already in it.
+    fn publish(&self, sample: &mut Vec<u8>, header: &mut Header, seq: u64) -> Result<(), Failure> {
+        header.seq = seq;
+        header.len = (sample.len() - HEADER_LEN) as u32;
+        header.write(&mut sample[..HEADER_LEN]);
+        self.publisher
+            .put(std::mem::take(sample))
+            .wait()
+            .map_err(zerr("put"))
+    }
+}
+
+/// A fresh sample buffer with room for the header and `size` payload bytes.
+fn sample_buffer(size: usize) -> Vec<u8> {
+    let mut sample = Vec::with_capacity(HEADER_LEN + size);
+    sample.resize(HEADER_LEN, 0);
+    sample
+}
+
+/// The export loop of an SPSC ring: read ahead, release what was acknowledged.
+fn export_ring(
+    mut consumer: Source,
+    capacity: u64,
+    link: &Link<'_>,
+    mut header: Header,
+    stats: &ExportStats,
+    stop: &AtomicBool,
+) -> Result<(), Failure> {
+    let mut seen_arrivals = link.arrivals.load(Ordering::Acquire);
+    let mut last_progress = Instant::now();
     // The next sequence to publish; consumer.position() is the oldest unacknowledged.
     let mut sent = consumer.position();
     stats.position.store(sent, Ordering::Relaxed);
     while !stop.load(Ordering::Acquire) {
         // SYNC POINT: Acquire pairs with the ack callback's Release.
-        let a = if ack {
-            acked.load(Ordering::Acquire)
+        let a = if link.ack {
+            link.acked.load(Ordering::Acquire)
         } else {
             sent
         };
@@ -237,10 +309,8 @@ pub fn run_export(
         let head = consumer.position();
         // Acknowledged beyond what this exporter sent: a predecessor sent it.
         sent = sent.max(head);
-        // SYNC POINT: Acquire pairs with the Release stores of the matching callback.
-        let m = matching.load(Ordering::Acquire);
-        stats.matching.store(m, Ordering::Relaxed);
-        let now_arrivals = arrivals.load(Ordering::Acquire);
+        let m = link.matching(stats);
+        let now_arrivals = link.arrivals.load(Ordering::Acquire);
         let ahead = sent.wrapping_sub(head);
         let stalled = ahead >= capacity && last_progress.elapsed() > RESEND_AFTER;
         if now_arrivals != seen_arrivals || stalled {
@@ -268,15 +338,53 @@ pub fn run_export(
             continue;
         };
         stats.received.fetch_add(1, Ordering::Relaxed);
-        header.seq = sent;
-        header.len = msg.len() as u32;
-        let mut sample = Vec::with_capacity(HEADER_LEN + msg.len());
-        sample.extend_from_slice(&header.to_bytes());
+        let mut sample = sample_buffer(msg.len());
         sample.extend_from_slice(msg);
-        publisher.put(sample).wait().map_err(zerr("put"))?;
+        link.publish(&mut sample, &mut header, sent)?;
         sent += 1;
         stats.published.fetch_add(1, Ordering::Relaxed);
         stats.position.store(sent, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// The export loop of a broadcast ring: one subscriber among the ring's others, which
+/// moves on once a message is published. A subscriber's place cannot pass to a
+/// successor, so a restarted exporter joins at the oldest message still in the ring
+/// (importers drop what they already wrote); what the publisher overwrote in between,
+/// and what a lossy ring overwrote before this exporter read it, the importer reports as
+/// a gap.
+fn export_broadcast(
+    mut feed: Feed,
+    size: usize,
+    link: &Link<'_>,
+    mut header: Header,
+    stats: &ExportStats,
+    stop: &AtomicBool,
+) -> Result<(), Failure> {
+    stats.position.store(feed.position(), Ordering::Relaxed);
+    let mut sample = sample_buffer(size);
+    while !stop.load(Ordering::Acquire) {
+        if !link.matching(stats) {
+            // No importer: wait (a lossless ring's publisher waits for us in turn).
+            std::thread::sleep(Duration::from_micros(50));
+            continue;
+        }
+        match feed.read_into(&mut sample, POLL) {
+            Ok(position) => {
+                stats.received.fetch_add(1, Ordering::Relaxed);
+                link.publish(&mut sample, &mut header, position)?;
+                sample = sample_buffer(size);
+                stats.published.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(BroadcastRecvTimeoutError::Lagged(n)) => {
+                stats.lagged.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(BroadcastRecvTimeoutError::Timeout) => {}
+            // The publisher has gone; a new one may come.
+            Err(BroadcastRecvTimeoutError::Disconnected) => std::thread::sleep(POLL),
+        }
+        stats.position.store(feed.position(), Ordering::Relaxed);
     }
     Ok(())
 }
@@ -291,6 +399,7 @@ pub fn export_command(args: &ExportArgs, stop: Arc<AtomicBool>) -> Result<(), Fa
     let status = {
         let stats = stats.clone();
         let (name, key) = (args.name.clone(), args.key.clone());
+        let kind = ring.kind_name();
         move |event: &str| {
             json!({
                 "event": event,
@@ -303,6 +412,8 @@ pub fn export_command(args: &ExportArgs, stop: Arc<AtomicBool>) -> Result<(), Fa
                 "position": stats.position.load(Ordering::Relaxed),
                 "matching": stats.matching.load(Ordering::Relaxed),
                 "resent": stats.resent.load(Ordering::Relaxed),
+                "lagged": stats.lagged.load(Ordering::Relaxed),
+                "kind": kind,
             })
         }
     };
@@ -459,8 +570,44 @@ pub fn ask_exporter(
     }
 }
 
-/// Opens ring `name`, or creates it with the payload and capacity given or described
-/// by the exporter.
+/// The kind of ring an importer creates: `--kind` and `--policy`, else what the
+/// exporter described (`kind`, `policy`), else an SPSC ring.
+fn import_shape(
+    args: &ImportArgs,
+    described: Option<&serde_json::Value>,
+) -> Result<Shape, Failure> {
+    let kind = match (&args.kind, described) {
+        (Some(kind), _) => kind.as_str(),
+        (None, Some(d)) => match d["kind"].as_str() {
+            Some("broadcast" | "byte_broadcast") => "broadcast",
+            _ => "ring",
+        },
+        (None, None) => "ring",
+    };
+    if kind == "ring" {
+        if args.policy.is_some() {
+            return Err(Failure::Usage(
+                "--policy is for broadcast rings (--kind broadcast)".into(),
+            ));
+        }
+        return Ok(Shape::Ring);
+    }
+    let policy = match (&args.policy, described) {
+        (Some(p), _) => p.as_str(),
+        (None, Some(d)) => d["policy"].as_str().unwrap_or("lossless"),
+        (None, None) => "lossless",
+    };
+    match policy {
+        "lossless" => Ok(Shape::Broadcast(Policy::Lossless)),
+        "lossy" => Ok(Shape::Broadcast(Policy::Lossy)),
+        other => Err(Failure::Failed(format!(
+            "the exporter describes an unknown broadcast policy {other:?}"
+        ))),
+    }
+}
+
+/// Opens ring `name`, or creates it with the payload, capacity and kind given or
+/// described by the exporter.
 ///
 /// # Errors
 /// A failure (a layout mismatch among them) from tally, or from asking the exporter.
@@ -471,17 +618,35 @@ pub fn import_ring(
 ) -> Result<Local, Failure> {
     if args.schema.is_none() {
         match Local::open(&args.name) {
-            Ok(ring) => return Ok(ring),
+            Ok(ring) => {
+                let broadcast = ring.policy().is_some();
+                return match args.kind.as_deref() {
+                    Some("ring") if broadcast => Err(Failure::Failed(format!(
+                        "--kind ring: {} is a broadcast ring",
+                        args.name
+                    ))),
+                    Some("broadcast") if !broadcast => Err(Failure::Failed(format!(
+                        "--kind broadcast: {} is an SPSC ring",
+                        args.name
+                    ))),
+                    _ => Ok(ring),
+                };
+            }
             Err(tally::Error::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    let (schema, capacity, size) = match &args.schema {
+    let (schema, capacity, size, shape) = match &args.schema {
         Some(text) => {
             let capacity = args.capacity.ok_or_else(|| {
                 Failure::Usage("--schema needs --capacity (the ring's slots)".into())
             })?;
-            (text.clone(), capacity, args.max_message)
+            (
+                text.clone(),
+                capacity,
+                args.max_message,
+                import_shape(args, None)?,
+            )
         }
         None => {
             let wait = crate::seconds("--wait", args.wait)?;
@@ -494,8 +659,8 @@ pub fn import_ring(
             };
             let size = d["message_size"].as_u64().ok_or_else(bad)? as usize;
             match d["kind"].as_str() {
-                Some("byte_ring") if schema == "bytes" => {}
-                Some("ring") => {
+                Some("byte_ring" | "byte_broadcast") if schema == "bytes" => {}
+                Some("ring" | "broadcast") => {
                     let align = d["align"].as_u64().ok_or_else(bad)?;
                     let decoded = Schema::from_canonical(&schema)?;
                     if decoded.align() as u64 != align {
@@ -508,19 +673,19 @@ pub fn import_ring(
                 }
                 _ => return Err(bad()),
             }
-            (schema, capacity, Some(size))
+            (schema, capacity, Some(size), import_shape(args, Some(&d))?)
         }
     };
-    if schema == "bytes" {
-        let max = size.ok_or_else(|| {
+    let max = if schema == "bytes" {
+        size.ok_or_else(|| {
             Failure::Usage("--schema bytes needs --max-message (the longest message)".into())
-        })?;
-        return Ok(Local::open_or_create_bytes(&args.name, capacity, max)?);
-    }
-    let schema = Schema::from_canonical(&schema)?;
-    let (ring, _created) =
-        UntypedRing::open_or_create(&args.name, &schema, capacity, &Options::default())?;
-    Ok(Local::Typed(ring))
+        })?
+    } else {
+        0
+    };
+    Ok(Local::open_or_create(
+        &args.name, shape, &schema, capacity, max,
+    )?)
 }
 
 /// The importer's writing side, run in Zenoh's receive callback: each sample goes
@@ -674,7 +839,7 @@ pub fn run_import(
         type_id: ring.type_id(),
         flags: ring.flags(),
         size: ring.message_size(),
-        bytes: matches!(ring, Local::Bytes(_)),
+        bytes: ring.is_bytes(),
         expect,
         session_id: None,
         warned_malformed: false,
@@ -739,14 +904,14 @@ pub fn run_import(
             Err(Failure::Failed(format!(
                 "layout mismatch: ring {} holds {} (type id {:016x}); the samples on {sample_key} carry {len} bytes of type id {id:016x} (the exporter's payload: {theirs}); nothing was written",
                 ring.name(),
-                match ring {
-                    Local::Typed(_) => format!(
+                if ring.is_bytes() {
+                    format!("byte messages of up to {} bytes", ring.message_size())
+                } else {
+                    format!(
                         "{}-byte payloads {}",
                         ring.message_size(),
                         ring.schema_text()
-                    ),
-                    Local::Bytes(_) =>
-                        format!("byte messages of up to {} bytes", ring.message_size()),
+                    )
                 },
                 ring.type_id(),
             )))
@@ -758,6 +923,11 @@ pub fn run_import(
 pub fn import_command(args: &ImportArgs, stop: Arc<AtomicBool>) -> Result<(), Failure> {
     let config = zenoh_config(&args.zenoh)?;
     crate::seconds("--wait", args.wait)?;
+    if args.kind.as_deref() == Some("ring") && args.policy.is_some() {
+        return Err(Failure::Usage(
+            "--policy is for broadcast rings (--kind broadcast)".into(),
+        ));
+    }
     if args.schema.is_some() && args.capacity.is_none() {
         return Err(Failure::Usage(
             "--schema needs --capacity (the ring's slots)".into(),

@@ -1,13 +1,16 @@
 //! The local objects a bridge reads or writes: typed SPSC rings (any payload, through
-//! `UntypedRing`) and byte rings.
+//! `UntypedRing`), byte rings, typed broadcast rings (any payload, through
+//! `UntypedBroadcast`) and byte broadcast rings.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
 use tally::{
-    ByteConsumer, ByteProducer, ByteRing, Error, Kind, Options, RecvTimeoutError, SegmentInfo,
-    UntypedConsumer, UntypedProducer, UntypedRing,
+    BroadcastRecvTimeoutError, ByteBroadcast, ByteConsumer, ByteProducer, BytePublisher, ByteRing,
+    ByteSubscriber, Error, Kind, Options, Policy, RecvTimeoutError, Schema, SegmentInfo, Start,
+    UntypedBroadcast, UntypedConsumer, UntypedProducer, UntypedPublisher, UntypedRing,
+    UntypedSubscriber,
 };
 
 use crate::wire::{self, FLAG_BYTES};
@@ -22,13 +25,28 @@ pub enum Local {
     Typed(UntypedRing),
     /// A byte ring.
     Bytes(ByteRing),
+    /// A typed broadcast ring, whatever its payload.
+    Broadcast(UntypedBroadcast),
+    /// A byte broadcast ring.
+    ByteBroadcast(ByteBroadcast),
+}
+
+/// What kind of ring an importer creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// An SPSC ring (typed, or bytes).
+    Ring,
+    /// A broadcast ring (typed, or bytes) of this policy.
+    Broadcast(Policy),
 }
 
 impl Local {
-    /// Opens the live ring `name`: a typed ring or a byte ring.
+    /// Opens the live ring `name`: a typed or byte SPSC ring, or a typed or byte
+    /// broadcast ring.
     ///
     /// # Errors
-    /// As [`UntypedRing::open`] and [`ByteRing::open`].
+    /// As [`UntypedRing::open`] and the other kinds' `open`; a `KindMismatch` naming
+    /// the SPSC ring for any other kind.
     pub fn open(name: &str) -> tally::Result<Local> {
         match UntypedRing::open(name) {
             Ok(r) => Ok(Local::Typed(r)),
@@ -36,37 +54,85 @@ impl Local {
                 found: Kind::ByteRing,
                 ..
             }) => Ok(Local::Bytes(ByteRing::open(name)?)),
+            Err(Error::KindMismatch {
+                found: Kind::Broadcast,
+                ..
+            }) => Ok(Local::Broadcast(UntypedBroadcast::open(name)?)),
+            Err(Error::KindMismatch {
+                found: Kind::ByteBroadcast,
+                ..
+            }) => Ok(Local::ByteBroadcast(ByteBroadcast::open(name)?)),
             Err(e) => Err(e),
         }
     }
 
-    /// Opens `name` (any capacity), which must be a byte ring of `max_message`, or
-    /// creates it.
+    /// Opens `name`, which must hold `schema`'s payload (`bytes`: messages of up to
+    /// `max_message` bytes) in a ring of this `shape` (any capacity), or creates it.
     ///
     /// # Errors
-    /// As [`ByteRing::open_or_create`].
-    pub fn open_or_create_bytes(
+    /// `LayoutMismatch` for another payload, largest message or policy; otherwise as
+    /// the kinds' `open_or_create`.
+    pub fn open_or_create(
         name: &str,
+        shape: Shape,
+        schema: &str,
         capacity: usize,
         max_message: usize,
     ) -> tally::Result<Local> {
-        let opts = Options::default();
-        match ByteRing::open(name) {
-            Ok(r) if r.max_message() == max_message => return Ok(Local::Bytes(r)),
-            Ok(r) => {
+        let opts = Options::default().any_capacity(true);
+        if schema != "bytes" {
+            let schema = Schema::from_canonical(schema)?;
+            return Ok(match shape {
+                Shape::Ring => {
+                    Local::Typed(UntypedRing::open_or_create(name, &schema, capacity, &opts)?.0)
+                }
+                Shape::Broadcast(policy) => Local::Broadcast(
+                    UntypedBroadcast::open_or_create(name, &schema, capacity, policy, &opts)?.0,
+                ),
+            });
+        }
+        let found = match shape {
+            Shape::Ring => ByteRing::open(name).map(|r| (r.max_message(), Local::Bytes(r))),
+            Shape::Broadcast(_) => {
+                ByteBroadcast::open(name).map(|r| (r.max_message(), Local::ByteBroadcast(r)))
+            }
+        };
+        match found {
+            Ok((max, _)) if max != max_message => {
                 return Err(Error::LayoutMismatch {
                     name: name.to_owned(),
                     detail: format!(
-                        "the byte ring takes messages of up to {} bytes, the exported one up to {max_message}",
-                        r.max_message()
+                        "the ring takes messages of up to {max} bytes, the exported one up to {max_message}"
                     ),
                 });
             }
+            Ok((_, Local::ByteBroadcast(r))) => {
+                if let Shape::Broadcast(policy) = shape
+                    && r.policy() != policy
+                {
+                    return Err(Error::LayoutMismatch {
+                        name: name.to_owned(),
+                        detail: format!(
+                            "the ring is {}, the import asks for {}",
+                            r.policy().as_str(),
+                            policy.as_str()
+                        ),
+                    });
+                }
+                return Ok(Local::ByteBroadcast(r));
+            }
+            Ok((_, ring)) => return Ok(ring),
             Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
-        let (ring, _) = ByteRing::open_or_create(name, capacity, max_message, &opts)?;
-        Ok(Local::Bytes(ring))
+        Ok(match shape {
+            Shape::Ring => {
+                Local::Bytes(ByteRing::open_or_create(name, capacity, max_message, &opts)?.0)
+            }
+            Shape::Broadcast(policy) => Local::ByteBroadcast(
+                ByteBroadcast::open_or_create(name, capacity, max_message, policy, &opts)?.0,
+            ),
+        })
     }
 
     /// The ring's name.
@@ -74,6 +140,8 @@ impl Local {
         match self {
             Local::Typed(r) => r.name(),
             Local::Bytes(r) => r.name(),
+            Local::Broadcast(r) => r.name(),
+            Local::ByteBroadcast(r) => r.name(),
         }
     }
 
@@ -82,6 +150,8 @@ impl Local {
         match self {
             Local::Typed(r) => r.info(),
             Local::Bytes(r) => r.info(),
+            Local::Broadcast(r) => r.info(),
+            Local::ByteBroadcast(r) => r.info(),
         }
     }
 
@@ -90,14 +160,31 @@ impl Local {
         match self {
             Local::Typed(r) => r.capacity(),
             Local::Bytes(r) => r.capacity(),
+            Local::Broadcast(r) => r.capacity(),
+            Local::ByteBroadcast(r) => r.capacity(),
         }
     }
 
-    /// The payload's canonical schema text (`bytes` for a byte ring).
+    /// Whether it holds byte messages (of any length up to its largest).
+    pub fn is_bytes(&self) -> bool {
+        matches!(self, Local::Bytes(_) | Local::ByteBroadcast(_))
+    }
+
+    /// A broadcast ring's policy; `None` for an SPSC ring.
+    pub fn policy(&self) -> Option<Policy> {
+        match self {
+            Local::Typed(_) | Local::Bytes(_) => None,
+            Local::Broadcast(r) => Some(r.policy()),
+            Local::ByteBroadcast(r) => Some(r.policy()),
+        }
+    }
+
+    /// The payload's canonical schema text (`bytes` for byte messages).
     pub fn schema_text(&self) -> String {
         match self {
             Local::Typed(r) => r.schema().canonical(),
-            Local::Bytes(_) => "bytes".to_owned(),
+            Local::Broadcast(r) => r.schema().canonical(),
+            Local::Bytes(_) | Local::ByteBroadcast(_) => "bytes".to_owned(),
         }
     }
 
@@ -108,10 +195,7 @@ impl Local {
 
     /// The header flags of this ring's samples.
     pub fn flags(&self) -> u8 {
-        match self {
-            Local::Typed(_) => 0,
-            Local::Bytes(_) => FLAG_BYTES,
-        }
+        if self.is_bytes() { FLAG_BYTES } else { 0 }
     }
 
     /// A typed ring's message size, or a byte ring's largest message.
@@ -119,45 +203,85 @@ impl Local {
         match self {
             Local::Typed(r) => r.message_size(),
             Local::Bytes(r) => r.max_message(),
+            Local::Broadcast(r) => r.message_size(),
+            Local::ByteBroadcast(r) => r.max_message(),
+        }
+    }
+
+    /// The payload's alignment (1 for bytes).
+    pub fn align(&self) -> usize {
+        match self {
+            Local::Typed(r) => r.align(),
+            Local::Broadcast(r) => r.align(),
+            Local::Bytes(_) | Local::ByteBroadcast(_) => 1,
+        }
+    }
+
+    /// The kind's name in the exporter's description.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Local::Typed(_) => "ring",
+            Local::Bytes(_) => "byte_ring",
+            Local::Broadcast(_) => "broadcast",
+            Local::ByteBroadcast(_) => "byte_broadcast",
         }
     }
 
     /// What the exporter answers on `KEY/@tally`.
     pub fn describe(&self) -> serde_json::Value {
-        json!({
-            "kind": match self { Local::Typed(_) => "ring", Local::Bytes(_) => "byte_ring" },
+        let mut d = json!({
+            "kind": self.kind_name(),
             "schema": self.schema_text(),
             "type_id": format!("{:016x}", self.type_id()),
             "message_size": self.message_size(),
-            "align": match self { Local::Typed(r) => r.align(), Local::Bytes(_) => 1 },
+            "align": self.align(),
             "capacity": self.capacity(),
-        })
+        });
+        if let Some(policy) = self.policy() {
+            d["policy"] = json!(policy.as_str());
+        }
+        d
     }
 
-    /// Claims the consumer role.
+    /// Claims an SPSC ring's consumer role; `None` for a broadcast ring.
     ///
     /// # Errors
     /// As `Ring::consumer`.
-    pub fn consumer(&self) -> tally::Result<Source> {
+    pub fn consumer(&self) -> tally::Result<Option<Source>> {
         Ok(match self {
-            Local::Typed(r) => Source::Typed(r.consumer()?),
-            Local::Bytes(r) => Source::Bytes(r.consumer()?),
+            Local::Typed(r) => Some(Source::Typed(r.consumer()?)),
+            Local::Bytes(r) => Some(Source::Bytes(r.consumer()?)),
+            Local::Broadcast(_) | Local::ByteBroadcast(_) => None,
         })
     }
 
-    /// Claims the producer role.
+    /// Subscribes to a broadcast ring at its oldest message; `None` for an SPSC ring.
     ///
     /// # Errors
-    /// As `Ring::producer`.
+    /// As `Broadcast::subscribe`.
+    pub fn subscribe(&self) -> tally::Result<Option<Feed>> {
+        Ok(match self {
+            Local::Broadcast(r) => Some(Feed::Typed(r.subscribe(Start::Oldest)?)),
+            Local::ByteBroadcast(r) => Some(Feed::Bytes(r.subscribe(Start::Oldest)?)),
+            Local::Typed(_) | Local::Bytes(_) => None,
+        })
+    }
+
+    /// Claims the producer (or publisher) role.
+    ///
+    /// # Errors
+    /// As `Ring::producer` and `Broadcast::publisher`.
     pub fn producer(&self) -> tally::Result<Sink> {
         Ok(match self {
             Local::Typed(r) => Sink::Typed(r.producer()?),
             Local::Bytes(r) => Sink::Bytes(r.producer()?),
+            Local::Broadcast(r) => Sink::Broadcast(r.publisher()?),
+            Local::ByteBroadcast(r) => Sink::ByteBroadcast(r.publisher()?),
         })
     }
 }
 
-/// The exporter's consumer handle.
+/// The exporter's consumer handle of an SPSC ring.
 pub enum Source {
     Typed(UntypedConsumer),
     Bytes(ByteConsumer),
@@ -193,10 +317,62 @@ impl Source {
     }
 }
 
-/// The importer's producer handle.
+/// The exporter's subscriber of a broadcast ring.
+pub enum Feed {
+    Typed(UntypedSubscriber),
+    Bytes(ByteSubscriber),
+}
+
+impl Feed {
+    /// Appends the next message to `out`, waiting at most `timeout`, and returns its
+    /// position in the ring. A message overwritten while it was copied (lossy) is
+    /// taken off `out` again and reported as `Lagged`, as are the ones overwritten
+    /// before it was read.
+    ///
+    /// # Errors
+    /// As `Subscriber::peek_timeout`.
+    pub fn read_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<u64, BroadcastRecvTimeoutError> {
+        let mark = out.len();
+        let (position, good) = match self {
+            Feed::Typed(s) => {
+                let slot = s.peek_timeout(timeout)?;
+                out.extend_from_slice(&slot);
+                (slot.position(), slot.release())
+            }
+            Feed::Bytes(s) => {
+                let slot = s.peek_timeout(timeout)?;
+                out.extend_from_slice(&slot);
+                (slot.position(), slot.release())
+            }
+        };
+        match good {
+            Ok(()) => Ok(position),
+            Err(lagged) => {
+                out.truncate(mark);
+                Err(lagged.into())
+            }
+        }
+    }
+
+    /// The position of the next message to read.
+    pub fn position(&self) -> u64 {
+        match self {
+            Feed::Typed(s) => s.position(),
+            Feed::Bytes(s) => s.position(),
+        }
+    }
+}
+
+/// The importer's producer (or publisher) handle.
 pub enum Sink {
     Typed(UntypedProducer),
     Bytes(ByteProducer),
+    Broadcast(UntypedPublisher),
+    ByteBroadcast(BytePublisher),
 }
 
 impl Sink {
@@ -204,6 +380,8 @@ impl Sink {
         match self {
             Sink::Typed(p) => p.position(),
             Sink::Bytes(p) => p.position(),
+            Sink::Broadcast(p) => p.position(),
+            Sink::ByteBroadcast(p) => p.position(),
         }
     }
 
@@ -217,6 +395,14 @@ impl Sink {
                     slot.commit();
                 }),
                 Sink::Bytes(p) => p.reserve_timeout(payload.len(), POLL).map(|mut slot| {
+                    slot.copy_from_slice(payload);
+                    slot.commit();
+                }),
+                Sink::Broadcast(p) => p.reserve_timeout(POLL).map(|mut slot| {
+                    slot.copy_from_slice(payload);
+                    slot.commit();
+                }),
+                Sink::ByteBroadcast(p) => p.reserve_timeout(payload.len(), POLL).map(|mut slot| {
                     slot.copy_from_slice(payload);
                     slot.commit();
                 }),

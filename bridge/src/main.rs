@@ -73,8 +73,8 @@ pub struct ZenohArgs {
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// The local ring to export (a typed SPSC ring or a byte ring); the bridge takes
-    /// its consumer role.
+    /// The local ring to export (a typed or byte SPSC ring: the bridge takes its
+    /// consumer role; a typed or byte broadcast ring: the bridge subscribes).
     pub name: String,
     /// The Zenoh key expression to publish on.
     #[arg(long, value_name = "KEYEXPR")]
@@ -96,7 +96,8 @@ pub struct ImportArgs {
     /// The Zenoh key expression to subscribe to.
     #[arg(long, value_name = "KEYEXPR")]
     pub key: String,
-    /// The local ring to write into; the bridge takes its producer role.
+    /// The local ring (or broadcast ring) to write into; the bridge takes its producer
+    /// (publisher) role.
     pub name: String,
     /// Slots of the ring if the bridge creates it (default: the exported ring's).
     #[arg(long)]
@@ -108,6 +109,14 @@ pub struct ImportArgs {
     /// With `--schema bytes`: the longest message of the byte ring the bridge creates.
     #[arg(long, value_name = "BYTES")]
     pub max_message: Option<usize>,
+    /// The kind of ring the bridge creates (default: the exported ring's kind, or
+    /// `ring` with `--schema`).
+    #[arg(long, value_parser = ["ring", "broadcast"])]
+    pub kind: Option<String>,
+    /// A broadcast ring's policy if the bridge creates one (default: the exported
+    /// ring's, or lossless).
+    #[arg(long, value_parser = ["lossless", "lossy"])]
+    pub policy: Option<String>,
     /// How long to wait for an exporter to describe the payload, in seconds.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub wait: f64,

@@ -37,13 +37,6 @@ pub struct Header {
 }
 
 impl Header {
-    /// The header's bytes.
-    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
-        let mut b = [0u8; HEADER_LEN];
-        self.write(&mut b);
-        b
-    }
-
     /// Writes the header into the first [`HEADER_LEN`] bytes of `out`.
     pub fn write(&self, out: &mut [u8]) {
         out[0..4].copy_from_slice(&MAGIC);

@@ -8,27 +8,8 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Bridge, Guard, QUIET, assert_gone, free_port, unique};
+use common::{Bridge, Guard, QUIET, READY, assert_gone, export, free_port, import, unique};
 use tally::{Message, Ring};
-
-const READY: Duration = Duration::from_secs(20);
-
-fn export(name: &str, key: &str, port: u16) -> Bridge {
-    let listen = format!("tcp/127.0.0.1:{port}");
-    let mut args = vec!["export", name, "--key", key, "--listen", &listen];
-    args.extend(QUIET);
-    let mut b = Bridge::spawn(&args);
-    b.expect("ready", READY);
-    b
-}
-
-fn import(name: &str, key: &str, port: u16, extra: &[&str]) -> Bridge {
-    let connect = format!("tcp/127.0.0.1:{port}");
-    let mut args = vec!["import", "--key", key, name, "--connect", &connect];
-    args.extend(QUIET);
-    args.extend(extra);
-    Bridge::spawn(&args)
-}
 
 /// Opens ring `name` once the importer has created it.
 fn open_when_there(name: &str) -> Ring<u64> {

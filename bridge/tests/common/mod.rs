@@ -174,3 +174,26 @@ impl Drop for Bridge {
         let _ = self.child.wait();
     }
 }
+
+/// How long a bridge may take to start.
+pub const READY: Duration = Duration::from_secs(20);
+
+/// Starts `tally-bridge export NAME --key KEY`, listening on 127.0.0.1:PORT; waits
+/// for its ready line.
+pub fn export(name: &str, key: &str, port: u16) -> Bridge {
+    let listen = format!("tcp/127.0.0.1:{port}");
+    let mut args = vec!["export", name, "--key", key, "--listen", &listen];
+    args.extend(QUIET);
+    let mut b = Bridge::spawn(&args);
+    b.expect("ready", READY);
+    b
+}
+
+/// Starts `tally-bridge import --key KEY NAME EXTRA...`, connecting to 127.0.0.1:PORT.
+pub fn import(name: &str, key: &str, port: u16, extra: &[&str]) -> Bridge {
+    let connect = format!("tcp/127.0.0.1:{port}");
+    let mut args = vec!["import", "--key", key, name, "--connect", &connect];
+    args.extend(QUIET);
+    args.extend(extra);
+    Bridge::spawn(&args)
+}
