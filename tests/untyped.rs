@@ -2,7 +2,8 @@
 //! `UntypedRing` opens a `Ring<T>` created elsewhere and moves its messages as byte
 //! slices; one created from a decoded `Schema` is the object `Ring::<T>` would create,
 //! so a typed program opens it. Another payload is a `LayoutMismatch`, bad schema text
-//! a typed error.
+//! a typed error. `UntypedBroadcast` does the same for broadcast rings, and lossless
+//! subscribers read ahead of what they free.
 
 mod common;
 
@@ -10,7 +11,10 @@ use std::time::Duration;
 
 use bytemuck::{Pod, Zeroable};
 use common::{Guard, assert_err, assert_gone};
-use tally::{ByteRing, Error, Kind, Message, Options, Ring, Schema, UntypedRing};
+use tally::{
+    Broadcast, ByteBroadcast, ByteRing, Error, Kind, Message, Options, Policy, Ring, Schema, Start,
+    UntypedBroadcast, UntypedRing,
+};
 
 const PREFIX: &str = "untyped";
 const SEC: Duration = Duration::from_secs(5);
@@ -281,4 +285,140 @@ fn byte_rings_read_ahead_too() {
     assert_eq!(rx.release_n(9), 3);
     drop((rx, tx, ring));
     assert_gone(&g.name);
+}
+
+// --- broadcast rings ---------------------------------------------------------------------
+
+#[test]
+fn opens_a_typed_broadcast_ring_and_reads_its_bytes() {
+    let g = Guard::new(PREFIX, "bcast-open");
+    let ring = Broadcast::<Quote>::create(&g.name, 8, Policy::Lossy).unwrap();
+    let any = UntypedBroadcast::open(&g.name).unwrap();
+    assert_eq!(any.schema(), &Quote::schema());
+    assert_eq!(any.schema().type_name(), "Quote");
+    assert_eq!(any.message_size(), std::mem::size_of::<Quote>());
+    assert_eq!(any.align(), std::mem::align_of::<Quote>());
+    assert_eq!(any.capacity(), 8);
+    assert_eq!(any.policy(), Policy::Lossy);
+    let mut rx = any.subscribe(Start::Newest).unwrap();
+    let mut tx = ring.publisher().unwrap();
+    for i in 0..3 {
+        tx.try_send(quote(i)).unwrap();
+    }
+    for i in 0..3 {
+        let msg = rx.peek_timeout(SEC).unwrap();
+        assert_eq!(msg.position(), i);
+        assert_eq!(&*msg, bytemuck::bytes_of(&quote(i)));
+        msg.release().unwrap();
+    }
+    // A lossy ring does not read ahead: the publisher may overwrite it meanwhile.
+    tx.try_send(quote(3)).unwrap();
+    assert!(rx.peek_at(0).is_none());
+    assert_eq!(rx.release_n(1), 0);
+    assert_err!(
+        UntypedRing::open(&g.name),
+        Error::KindMismatch {
+            found: Kind::Broadcast,
+            ..
+        }
+    );
+    drop((rx, tx, any, ring));
+    assert_gone(&g.name);
+}
+
+#[test]
+fn a_broadcast_ring_created_from_a_decoded_schema_opens_as_broadcast_of_t() {
+    let g = Guard::new(PREFIX, "bcast-create");
+    let schema = Schema::from_canonical(&Quote::schema().canonical()).unwrap();
+    let any = UntypedBroadcast::create(&g.name, &schema, 4, Policy::Lossless, &Options::default())
+        .unwrap();
+    let typed = Broadcast::<Quote>::open(&g.name).expect("Broadcast::<Quote>::open accepts it");
+    let mut rx = typed.subscribe(Start::Newest).unwrap();
+    let mut tx = any.publisher().unwrap();
+    for i in 0..4 {
+        assert_eq!(tx.position(), i);
+        let mut slot = tx.reserve_timeout(SEC).unwrap();
+        slot.copy_from_slice(bytemuck::bytes_of(&quote(i)));
+        slot.commit();
+    }
+    // Lossless and a ring behind its subscriber: a reservation times out.
+    assert!(tx.reserve_timeout(Duration::from_millis(10)).is_err());
+    for i in 0..4 {
+        assert_eq!(rx.try_recv(), Ok(quote(i)));
+    }
+    assert_err!(
+        Broadcast::<Other>::open(&g.name),
+        Error::LayoutMismatch { .. }
+    );
+    // Another payload, or another policy, is refused by open_or_create.
+    let other = Schema::from_canonical(&Other::schema().canonical()).unwrap();
+    assert_err!(
+        UntypedBroadcast::open_or_create(&g.name, &other, 4, Policy::Lossless, &Options::default()),
+        Error::LayoutMismatch { .. }
+    );
+    assert_err!(
+        UntypedBroadcast::open_or_create(&g.name, &schema, 4, Policy::Lossy, &Options::default()),
+        Error::LayoutMismatch { .. }
+    );
+    let (same, created) = UntypedBroadcast::open_or_create(
+        &g.name,
+        &schema,
+        64,
+        Policy::Lossless,
+        &Options::default(),
+    )
+    .unwrap();
+    assert!(!created);
+    assert_eq!(same.capacity(), 4);
+    drop((rx, tx, typed, any, same));
+    assert_gone(&g.name);
+}
+
+#[test]
+fn lossless_broadcast_subscribers_read_ahead_and_hold_the_publisher() {
+    let g = Guard::new(PREFIX, "bcast-ahead");
+    let ring = Broadcast::<u64>::create(&g.name, 4, Policy::Lossless).unwrap();
+    let any = UntypedBroadcast::open(&g.name).unwrap();
+    let mut rx = any.subscribe(Start::Newest).unwrap();
+    let mut tx = ring.publisher().unwrap();
+    assert!(rx.peek_at(0).is_none());
+    assert_err!(
+        rx.wait_at(0, Duration::from_millis(5)),
+        tally::BroadcastRecvTimeoutError::Timeout
+    );
+    for i in 0..4 {
+        tx.try_send(100 + i).unwrap();
+    }
+    for i in 0..4 {
+        assert_eq!(rx.peek_at(i).unwrap(), &(100 + i).to_ne_bytes());
+    }
+    assert!(rx.peek_at(4).is_none(), "beyond the capacity");
+    assert!(
+        tx.try_send(9).is_err(),
+        "read ahead, nothing released: full"
+    );
+    assert_eq!(rx.release_n(3), 3);
+    assert_eq!(rx.position(), 3);
+    tx.try_send(104).unwrap();
+    rx.wait_at(1, SEC).unwrap();
+    assert_eq!(rx.peek_at(1).unwrap(), &104u64.to_ne_bytes());
+    assert_eq!(rx.release_n(10), 2, "only what is committed");
+
+    // Byte broadcast rings too.
+    let h = Guard::new(PREFIX, "bcast-bytes-ahead");
+    let bytes = ByteBroadcast::create(&h.name, 4, 16, Policy::Lossless).unwrap();
+    let mut brx = bytes.subscribe(Start::Newest).unwrap();
+    let mut btx = bytes.publisher().unwrap();
+    for m in [&b"a"[..], b"", b"0123456789abcdef"] {
+        btx.try_send(m).unwrap();
+    }
+    assert_eq!(brx.peek_at(0).unwrap(), b"a");
+    assert_eq!(brx.peek_at(1).unwrap(), b"");
+    assert_eq!(brx.peek_at(2).unwrap(), b"0123456789abcdef");
+    assert!(brx.peek_at(3).is_none());
+    assert_eq!(brx.release_n(2), 2);
+    assert_eq!(brx.peek_at(0).unwrap(), b"0123456789abcdef");
+    drop((rx, tx, any, ring, brx, btx, bytes));
+    assert_gone(&g.name);
+    assert_gone(&h.name);
 }

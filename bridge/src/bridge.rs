@@ -147,8 +147,11 @@ pub fn ack_key(key: &str) -> String {
 /// Without `ack` each message is released once published (for subscribers that do not
 /// acknowledge): a killed exporter may then lose what Zenoh had queued.
 ///
-/// A broadcast ring is read as one more subscriber, which moves on once a message is
-/// published (see [`export_broadcast`]).
+/// A lossless broadcast ring is read the same way by one more subscriber, which holds
+/// the publisher back until the importer acknowledges; its successor joins at the
+/// oldest message still in the ring (where the dead one held it, unless other
+/// subscribers let the publisher on meanwhile). A lossy one is read by
+/// [`export_broadcast`].
 ///
 /// # Errors
 /// A failure if the consumer role cannot be claimed or Zenoh fails.
@@ -281,7 +284,8 @@ fn sample_buffer(size: usize) -> Vec<u8> {
     sample
 }
 
-/// The export loop of an SPSC ring: read ahead, release what was acknowledged.
+/// The export loop of an SPSC ring or a lossless broadcast ring: read ahead, release
+/// what was acknowledged.
 fn export_ring(
     mut consumer: Source,
     capacity: u64,
@@ -348,12 +352,11 @@ fn export_ring(
     Ok(())
 }
 
-/// The export loop of a broadcast ring: one subscriber among the ring's others, which
-/// moves on once a message is published. A subscriber's place cannot pass to a
-/// successor, so a restarted exporter joins at the oldest message still in the ring
-/// (importers drop what they already wrote); what the publisher overwrote in between,
-/// and what a lossy ring overwrote before this exporter read it, the importer reports as
-/// a gap.
+/// The export loop of a lossy broadcast ring: one subscriber among the ring's others,
+/// which moves on once a message is published (a lossy publisher waits for no one, so
+/// holding messages back for acknowledgements would protect nothing). What the
+/// publisher overwrote before this exporter read it the importer reports as a gap, and
+/// `lagged` counts it here.
 fn export_broadcast(
     mut feed: Feed,
     size: usize,

@@ -243,27 +243,39 @@ impl Local {
         d
     }
 
-    /// Claims an SPSC ring's consumer role; `None` for a broadcast ring.
+    /// A reader that can read ahead of what it frees: an SPSC ring's consumer role, or
+    /// a subscriber of a lossless broadcast ring, at its oldest message. `None` for a
+    /// lossy broadcast ring.
     ///
     /// # Errors
-    /// As `Ring::consumer`.
+    /// As `Ring::consumer` and `Broadcast::subscribe`.
     pub fn consumer(&self) -> tally::Result<Option<Source>> {
         Ok(match self {
             Local::Typed(r) => Some(Source::Typed(r.consumer()?)),
             Local::Bytes(r) => Some(Source::Bytes(r.consumer()?)),
+            Local::Broadcast(r) if r.policy() == Policy::Lossless => {
+                Some(Source::Broadcast(r.subscribe(Start::Oldest)?))
+            }
+            Local::ByteBroadcast(r) if r.policy() == Policy::Lossless => {
+                Some(Source::ByteBroadcast(r.subscribe(Start::Oldest)?))
+            }
             Local::Broadcast(_) | Local::ByteBroadcast(_) => None,
         })
     }
 
-    /// Subscribes to a broadcast ring at its oldest message; `None` for an SPSC ring.
+    /// Subscribes to a lossy broadcast ring at its oldest message; `None` otherwise.
     ///
     /// # Errors
     /// As `Broadcast::subscribe`.
     pub fn subscribe(&self) -> tally::Result<Option<Feed>> {
         Ok(match self {
-            Local::Broadcast(r) => Some(Feed::Typed(r.subscribe(Start::Oldest)?)),
-            Local::ByteBroadcast(r) => Some(Feed::Bytes(r.subscribe(Start::Oldest)?)),
-            Local::Typed(_) | Local::Bytes(_) => None,
+            Local::Broadcast(r) if r.policy() == Policy::Lossy => {
+                Some(Feed::Typed(r.subscribe(Start::Oldest)?))
+            }
+            Local::ByteBroadcast(r) if r.policy() == Policy::Lossy => {
+                Some(Feed::Bytes(r.subscribe(Start::Oldest)?))
+            }
+            _ => None,
         })
     }
 
@@ -281,10 +293,23 @@ impl Local {
     }
 }
 
-/// The exporter's consumer handle of an SPSC ring.
+/// What an exporter reads ahead of what it frees: an SPSC ring's consumer, or a
+/// subscriber of a lossless broadcast ring.
 pub enum Source {
     Typed(UntypedConsumer),
     Bytes(ByteConsumer),
+    Broadcast(UntypedSubscriber),
+    ByteBroadcast(ByteSubscriber),
+}
+
+/// A broadcast wait's outcome as a ring's (a lossless ring does not lag).
+fn as_ring(e: BroadcastRecvTimeoutError) -> RecvTimeoutError {
+    match e {
+        BroadcastRecvTimeoutError::Disconnected => RecvTimeoutError::Disconnected,
+        BroadcastRecvTimeoutError::Timeout | BroadcastRecvTimeoutError::Lagged(_) => {
+            RecvTimeoutError::Timeout
+        }
+    }
 }
 
 impl Source {
@@ -292,6 +317,8 @@ impl Source {
         match self {
             Source::Typed(c) => c.position(),
             Source::Bytes(c) => c.position(),
+            Source::Broadcast(s) => s.position(),
+            Source::ByteBroadcast(s) => s.position(),
         }
     }
 
@@ -299,6 +326,8 @@ impl Source {
         match self {
             Source::Typed(c) => c.peek_at(i),
             Source::Bytes(c) => c.peek_at(i),
+            Source::Broadcast(s) => s.peek_at(i),
+            Source::ByteBroadcast(s) => s.peek_at(i),
         }
     }
 
@@ -306,6 +335,8 @@ impl Source {
         match self {
             Source::Typed(c) => c.wait_at(i, timeout),
             Source::Bytes(c) => c.wait_at(i, timeout),
+            Source::Broadcast(s) => s.wait_at(i, timeout).map_err(as_ring),
+            Source::ByteBroadcast(s) => s.wait_at(i, timeout).map_err(as_ring),
         }
     }
 
@@ -313,11 +344,13 @@ impl Source {
         match self {
             Source::Typed(c) => c.release_n(n),
             Source::Bytes(c) => c.release_n(n),
+            Source::Broadcast(s) => s.release_n(n),
+            Source::ByteBroadcast(s) => s.release_n(n),
         }
     }
 }
 
-/// The exporter's subscriber of a broadcast ring.
+/// The exporter's subscriber of a lossy broadcast ring.
 pub enum Feed {
     Typed(UntypedSubscriber),
     Bytes(ByteSubscriber),

@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Bridge, Guard, QUIET, READY, assert_gone, export, free_port, import, unique};
+use common::{Guard, QUIET, READY, assert_gone, export, free_port, import, unique};
 use tally::{Message, Ring};
 
 /// Opens ring `name` once the importer has created it.
@@ -269,6 +269,11 @@ fn usage_errors_exit_2_with_one_line() {
         ],
         vec!["import", "--key", "k", "x", "--schema", "u64"],
         vec!["import", "--key", "k", "x", "--wait", "-1"],
+        vec![
+            "import", "--key", "k", "x", "--kind", "ring", "--policy", "lossy",
+        ],
+        vec!["import", "--key", "k", "x", "--policy", "sometimes"],
+        vec!["import", "--key", "k", "x", "--kind", "mpmc"],
         vec!["frobnicate"],
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally-bridge"))

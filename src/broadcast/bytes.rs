@@ -409,11 +409,15 @@ impl ByteSubscriber {
     /// The stored length of the message at our position, clamped to the slot (a torn
     /// or hostile length is then caught by `finish` or merely reads wrong bytes).
     fn len_at_pos(&self) -> usize {
-        let view = &self.cursor.view;
-        let at = view.payload(self.cursor.pos) as *const u32;
+        self.len_in(self.cursor.view.payload(self.cursor.pos))
+    }
+
+    /// The stored length of the message whose slot payload starts at `p`, clamped.
+    fn len_in(&self, p: *mut u8) -> usize {
+        let at = p as *const u32;
         // SAFETY: the payload starts with a 4-aligned length word inside the slot.
         let len = unsafe { std::ptr::read_volatile(at) } as usize;
-        len.min(view.geo.payload_size - LEN_PREFIX)
+        len.min(self.cursor.view.geo.payload_size - LEN_PREFIX)
     }
 
     fn slot_at_pos(&mut self) -> ByteBroadcastReadSlot<'_> {
@@ -519,6 +523,44 @@ impl ByteSubscriber {
     /// The position of the next message this subscriber reads.
     pub fn position(&self) -> u64 {
         self.cursor.pos
+    }
+
+    /// Lossless rings: the committed message `i` places after the next one to read
+    /// (`0`: the next one), in place and without moving past it; `None` if it is not
+    /// committed (yet), `i` is not below the capacity, or the ring is lossy (the
+    /// publisher may overwrite what is read ahead). With [`wait_at`](Self::wait_at)
+    /// and [`release_n`](Self::release_n) this reads ahead of what it frees: a bridge
+    /// holds the publisher back until the far side has the messages.
+    pub fn peek_at(&self, i: u64) -> Option<&[u8]> {
+        let p = self.shared.ahead(&self.cursor, i)?;
+        let len = self.len_in(p);
+        // SAFETY: committed, and not overwritten while this subscriber holds it back
+        // (lossless, within a ring of its position); `len` is clamped to the slot.
+        Some(unsafe { std::slice::from_raw_parts(p.add(LEN_PREFIX), len) })
+    }
+
+    /// Lossless rings: waits at most `timeout` (`Duration::MAX`: for ever) until the
+    /// message `i` places after the next one is committed (see
+    /// [`peek_at`](Self::peek_at)).
+    ///
+    /// # Errors
+    /// [`BroadcastRecvTimeoutError::Timeout`] (at once on a lossy ring, or for `i` not
+    /// below the capacity), or [`BroadcastRecvTimeoutError::Disconnected`] once the
+    /// publisher has gone and it was never committed.
+    pub fn wait_at(&mut self, i: u64, timeout: Duration) -> Result<(), BroadcastRecvTimeoutError> {
+        self.shared.await_ahead(
+            &self.cursor,
+            i,
+            self.spin,
+            deadline_after(timeout),
+            &mut self.probe,
+        )
+    }
+
+    /// Lossless rings: moves past the next `n` messages, or as many of them as are
+    /// committed; returns how many (0 on a lossy ring).
+    pub fn release_n(&mut self, n: u64) -> u64 {
+        self.shared.release_ahead(&mut self.cursor, n)
     }
 
     /// Whether the publisher has gone.

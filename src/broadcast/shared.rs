@@ -460,6 +460,55 @@ impl BcastShared {
         }
     }
 
+    // --- reading ahead (lossless rings) ---------------------------------------------
+
+    /// Lossless: the payload of the message `i` places after `cur.pos`, if committed.
+    /// `None` on a lossy ring (the publisher may overwrite what is read ahead), for `i`
+    /// not below the capacity, or while it is not committed.
+    pub(crate) fn ahead(&self, cur: &SubCursor, i: u64) -> Option<*mut u8> {
+        if self.view.geo.lossy() || i >= self.view.geo.capacity {
+            return None;
+        }
+        let pos = cur.pos.wrapping_add(i);
+        // Committed (Acquire in `find`); the publisher does not write it before this
+        // subscriber releases it: `cur.pos` holds it back, and pos < cur.pos + capacity.
+        (self.view.find(pos) == Found::Ready).then(|| self.view.payload(pos))
+    }
+
+    /// Lossless: waits until the message `i` places after `cur.pos` is committed, the
+    /// publisher has gone, or the deadline passes; a lossy ring, or `i` not below the
+    /// capacity, times out at once.
+    pub(crate) fn await_ahead(
+        &self,
+        cur: &SubCursor,
+        i: u64,
+        spin: Duration,
+        deadline: Option<Instant>,
+        probe: &mut Probe,
+    ) -> std::result::Result<(), BroadcastRecvTimeoutError> {
+        if self.view.geo.lossy() || i >= self.view.geo.capacity {
+            return Err(BroadcastRecvTimeoutError::Timeout);
+        }
+        let mut at = SubCursor {
+            pos: cur.pos.wrapping_add(i),
+            ..*cur
+        };
+        self.await_data(&mut at, spin, deadline, probe)
+    }
+
+    /// Lossless: moves past the next `n` messages, or as many of them as are committed
+    /// (none on a lossy ring). Returns how many.
+    pub(crate) fn release_ahead(&self, cur: &mut SubCursor, n: u64) -> u64 {
+        if self.view.geo.lossy() {
+            return 0;
+        }
+        let n = cur.available(n.min(self.view.geo.capacity));
+        if n > 0 && cur.release(n) {
+            self.wake_publisher();
+        }
+        n
+    }
+
     /// Wakes subscribers asleep on `data`.
     #[cold]
     pub(crate) fn wake_subscribers(&self) {

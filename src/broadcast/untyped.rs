@@ -382,6 +382,44 @@ impl UntypedSubscriber {
         self.cursor.pos
     }
 
+    /// Lossless rings: the committed message `i` places after the next one to read
+    /// (`0`: the next one), in place and without moving past it; `None` if it is not
+    /// committed (yet), `i` is not below the capacity, or the ring is lossy (the
+    /// publisher may overwrite what is read ahead). With [`wait_at`](Self::wait_at)
+    /// and [`release_n`](Self::release_n) this reads ahead of what it frees: a bridge
+    /// holds the publisher back until the far side has the messages.
+    pub fn peek_at(&self, i: u64) -> Option<&[u8]> {
+        let p = self.shared.ahead(&self.cursor, i)?;
+        // SAFETY: committed, and not overwritten while this subscriber holds it back
+        // (lossless, within a ring of its position); mapped for `payload_size` bytes
+        // (validated geometry). The borrow of `self` keeps `release_n` away.
+        Some(unsafe { std::slice::from_raw_parts(p, self.shared.view.geo.payload_size) })
+    }
+
+    /// Lossless rings: waits at most `timeout` (`Duration::MAX`: for ever) until the
+    /// message `i` places after the next one is committed (see
+    /// [`peek_at`](Self::peek_at)).
+    ///
+    /// # Errors
+    /// [`BroadcastRecvTimeoutError::Timeout`] (at once on a lossy ring, or for `i` not
+    /// below the capacity), or [`BroadcastRecvTimeoutError::Disconnected`] once the
+    /// publisher has gone and it was never committed.
+    pub fn wait_at(&mut self, i: u64, timeout: Duration) -> Result<(), BroadcastRecvTimeoutError> {
+        self.shared.await_ahead(
+            &self.cursor,
+            i,
+            DEFAULT_SPIN,
+            deadline_after(timeout),
+            &mut self.probe,
+        )
+    }
+
+    /// Lossless rings: moves past the next `n` messages, or as many of them as are
+    /// committed; returns how many (0 on a lossy ring).
+    pub fn release_n(&mut self, n: u64) -> u64 {
+        self.shared.release_ahead(&mut self.cursor, n)
+    }
+
     /// Whether the publisher has gone.
     pub fn is_disconnected(&self) -> bool {
         self.shared.publisher_gone()
