@@ -133,7 +133,7 @@ fn a_broadcast_ring_arrives_in_order_at_every_subscriber() {
 }
 
 #[test]
-fn a_restarted_broadcast_exporter_reports_what_it_lost() {
+fn a_restarted_broadcast_exporter_resumes_and_counts_any_loss() {
     const N: u64 = 30_000;
     let (a, b) = (Guard(unique("bxa")), Guard(unique("bxb")));
     let key = format!("tally/test/{}", a.0);
