@@ -5,10 +5,13 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Guard, QUIET, READY, assert_gone, export, free_port, import, unique};
+use common::{
+    Guard, QUIET, READY, assert_gone, export, free_port, import, kill_and_restart, state_file,
+    unique,
+};
 use tally::{Message, Ring};
 
 /// Opens ring `name` once the importer has created it.
@@ -131,25 +134,14 @@ fn exporter_killed_and_restarted_loses_nothing() {
     let ring_b = open_when_there(&b.0);
     let mut rx = ring_b.consumer().unwrap();
     let (sent, seen) = (AtomicU64::new(0), AtomicU64::new(0));
-    let killed = AtomicBool::new(false);
-    let got = std::thread::scope(|s| {
-        s.spawn(produce(&ring_a, N, &sent));
-        let seen = &seen;
-        let killed = &killed;
-        let (a, key) = (&a.0, &key);
-        let restarter = s.spawn(move || {
-            while seen.load(Ordering::Relaxed) < N / 3 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            exporter.kill9();
-            killed.store(true, Ordering::Relaxed);
-            export(a, key, port)
-        });
-        let got = consume(&mut rx, N - 1, seen, Duration::from_secs(90));
-        (got, restarter.join().unwrap())
-    });
-    let (got, exporter) = got;
-    assert!(killed.load(Ordering::Relaxed));
+    let (got, exporter) = kill_and_restart(
+        &seen,
+        N / 3,
+        exporter,
+        || export(&a.0, &key, port),
+        produce(&ring_a, N, &sent),
+        || consume(&mut rx, N - 1, &seen, Duration::from_secs(90)),
+    );
     assert_all(&got, N);
     let imp = importer.terminate();
     let exp = exporter.terminate();
@@ -171,10 +163,7 @@ fn importer_killed_and_restarted_loses_nothing() {
     let (a, b) = (Guard(unique("ia")), Guard(unique("ib")));
     let key = format!("tally/test/{}", a.0);
     let port = free_port();
-    let dir = std::env::temp_dir().join(unique("state"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let state = dir.join("import.state");
-    let state_arg = state.to_str().unwrap().to_owned();
+    let (dir, state_arg) = state_file();
     let ring_a = Ring::<u64>::create(&a.0, 64).unwrap();
     let exporter = export(&a.0, &key, port);
     let mut importer = import(&b.0, &key, port, &["--state", &state_arg]);
@@ -182,22 +171,18 @@ fn importer_killed_and_restarted_loses_nothing() {
     let ring_b = open_when_there(&b.0);
     let mut rx = ring_b.consumer().unwrap();
     let (sent, seen) = (AtomicU64::new(0), AtomicU64::new(0));
-    let (got, importer) = std::thread::scope(|s| {
-        s.spawn(produce(&ring_a, N, &sent));
-        let seen = &seen;
-        let (b, key, state_arg) = (&b.0, &key, &state_arg);
-        let restarter = s.spawn(move || {
-            while seen.load(Ordering::Relaxed) < N / 3 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            importer.kill9();
-            let mut again = import(b, key, port, &["--state", state_arg]);
+    let (got, importer) = kill_and_restart(
+        &seen,
+        N / 3,
+        importer,
+        || {
+            let mut again = import(&b.0, &key, port, &["--state", &state_arg]);
             again.expect("ready", READY);
             again
-        });
-        let got = consume(&mut rx, N - 1, seen, Duration::from_secs(90));
-        (got, restarter.join().unwrap())
-    });
+        },
+        produce(&ring_a, N, &sent),
+        || consume(&mut rx, N - 1, &seen, Duration::from_secs(90)),
+    );
     // The exporter keeps what is not acknowledged and sends it to the new importer,
     // which drops what it already wrote (its state file says where it stopped).
     assert_all(&got, N);

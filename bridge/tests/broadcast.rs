@@ -8,10 +8,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Guard, READY, assert_gone, export, free_port, import, unique};
+use common::{
+    Guard, READY, assert_gone, export, free_port, import, kill_and_restart, state_file, unique,
+};
 use tally::{
     Broadcast, BroadcastRecvTimeoutError, ByteBroadcast, Message, Policy, Start, Subscriber,
 };
@@ -145,23 +147,14 @@ fn a_restarted_broadcast_exporter_resumes_and_counts_any_loss() {
     let ring_b = open_when_there::<u64>(&b.0);
     let mut rx = ring_b.subscribe(Start::Oldest).unwrap();
     let seen = AtomicU64::new(0);
-    let killed = AtomicBool::new(false);
-    let (got, exporter) = std::thread::scope(|s| {
-        s.spawn(publish(&ring_a, N));
-        let (seen, killed) = (&seen, &killed);
-        let (a, key) = (&a.0, &key);
-        let restarter = s.spawn(move || {
-            while seen.load(Ordering::Relaxed) < N / 3 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            exporter.kill9();
-            killed.store(true, Ordering::Relaxed);
-            export(a, key, port)
-        });
-        let got = receive(&mut rx, N - 1, seen);
-        (got, restarter.join().unwrap())
-    });
-    assert!(killed.load(Ordering::Relaxed));
+    let (got, exporter) = kill_and_restart(
+        &seen,
+        N / 3,
+        exporter,
+        || export(&a.0, &key, port),
+        publish(&ring_a, N),
+        || receive(&mut rx, N - 1, &seen),
+    );
     let imp = importer.terminate();
     let exp = exporter.terminate();
     eprintln!("broadcast exporter restart: importer {imp}, exporter {exp}");
@@ -186,10 +179,7 @@ fn a_restarted_broadcast_importer_loses_nothing() {
     let (a, b) = (Guard(unique("bia")), Guard(unique("bib")));
     let key = format!("tally/test/{}", a.0);
     let port = free_port();
-    let dir = std::env::temp_dir().join(unique("bstate"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let state = dir.join("import.state");
-    let state_arg = state.to_str().unwrap().to_owned();
+    let (dir, state_arg) = state_file();
     let ring_a = Broadcast::<u64>::create(&a.0, 64, Policy::Lossless).unwrap();
     let exporter = export(&a.0, &key, port);
     let mut importer = import(&b.0, &key, port, &["--state", &state_arg]);
@@ -197,22 +187,18 @@ fn a_restarted_broadcast_importer_loses_nothing() {
     let ring_b = open_when_there::<u64>(&b.0);
     let mut rx = ring_b.subscribe(Start::Oldest).unwrap();
     let seen = AtomicU64::new(0);
-    let (got, importer) = std::thread::scope(|s| {
-        s.spawn(publish(&ring_a, N));
-        let seen = &seen;
-        let (b, key, state_arg) = (&b.0, &key, &state_arg);
-        let restarter = s.spawn(move || {
-            while seen.load(Ordering::Relaxed) < N / 3 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            importer.kill9();
-            let mut again = import(b, key, port, &["--state", state_arg]);
+    let (got, importer) = kill_and_restart(
+        &seen,
+        N / 3,
+        importer,
+        || {
+            let mut again = import(&b.0, &key, port, &["--state", &state_arg]);
             again.expect("ready", READY);
             again
-        });
-        let got = receive(&mut rx, N - 1, seen);
-        (got, restarter.join().unwrap())
-    });
+        },
+        publish(&ring_a, N),
+        || receive(&mut rx, N - 1, &seen),
+    );
     // The exporter held back what was not acknowledged and sends it to the new
     // importer (B's new publisher), which drops what it already wrote.
     assert_eq!(got.first(), Some(&0));

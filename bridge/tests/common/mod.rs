@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -196,4 +196,37 @@ pub fn import(name: &str, key: &str, port: u16, extra: &[&str]) -> Bridge {
     args.extend(QUIET);
     args.extend(extra);
     Bridge::spawn(&args)
+}
+
+/// While `produce` runs on one thread and `receive` on this one, a third waits until
+/// `seen` reaches `at`, kills `victim` with SIGKILL and starts its successor with
+/// `restart`. Returns what `receive` returned, and the successor.
+pub fn kill_and_restart<R>(
+    seen: &AtomicU64,
+    at: u64,
+    victim: Bridge,
+    restart: impl FnOnce() -> Bridge + Send,
+    produce: impl FnOnce() + Send,
+    receive: impl FnOnce() -> R,
+) -> (R, Bridge) {
+    std::thread::scope(|s| {
+        s.spawn(produce);
+        let restarter = s.spawn(move || {
+            while seen.load(Ordering::Relaxed) < at {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            victim.kill9();
+            restart()
+        });
+        let got = receive();
+        (got, restarter.join().expect("the restarting thread"))
+    })
+}
+
+/// A fresh directory, and the path of a state file in it for `import --state`.
+pub fn state_file() -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(unique("state"));
+    std::fs::create_dir_all(&dir).expect("a state directory");
+    let path = dir.join("import.state");
+    (dir, path.to_str().expect("a UTF-8 temp path").to_owned())
 }
