@@ -369,7 +369,7 @@ fn export_broadcast(
     let mut sample = sample_buffer(size);
     while !stop.load(Ordering::Acquire) {
         if !link.matching(stats) {
-            // No importer: wait (a lossless ring's publisher waits for us in turn).
+            // No importer: wait; what the publisher overwrites meanwhile is `lagged`.
             std::thread::sleep(Duration::from_micros(50));
             continue;
         }

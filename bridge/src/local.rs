@@ -91,48 +91,29 @@ impl Local {
                 ),
             });
         }
-        let found = match shape {
-            Shape::Ring => ByteRing::open(name).map(|r| (r.max_message(), Local::Bytes(r))),
-            Shape::Broadcast(_) => {
-                ByteBroadcast::open(name).map(|r| (r.max_message(), Local::ByteBroadcast(r)))
+        // Any capacity, and (checked here) exactly the exporter's largest message.
+        let (ring, max) = match shape {
+            Shape::Ring => {
+                let r = ByteRing::open_or_create(name, capacity, max_message, &opts)?.0;
+                let max = r.max_message();
+                (Local::Bytes(r), max)
+            }
+            Shape::Broadcast(policy) => {
+                let r =
+                    ByteBroadcast::open_or_create(name, capacity, max_message, policy, &opts)?.0;
+                let max = r.max_message();
+                (Local::ByteBroadcast(r), max)
             }
         };
-        match found {
-            Ok((max, _)) if max != max_message => {
-                return Err(Error::LayoutMismatch {
-                    name: name.to_owned(),
-                    detail: format!(
-                        "the ring takes messages of up to {max} bytes, the exported one up to {max_message}"
-                    ),
-                });
-            }
-            Ok((_, Local::ByteBroadcast(r))) => {
-                if let Shape::Broadcast(policy) = shape
-                    && r.policy() != policy
-                {
-                    return Err(Error::LayoutMismatch {
-                        name: name.to_owned(),
-                        detail: format!(
-                            "the ring is {}, the import asks for {}",
-                            r.policy().as_str(),
-                            policy.as_str()
-                        ),
-                    });
-                }
-                return Ok(Local::ByteBroadcast(r));
-            }
-            Ok((_, ring)) => return Ok(ring),
-            Err(Error::NotFound(_)) => {}
-            Err(e) => return Err(e),
+        if max != max_message {
+            return Err(Error::LayoutMismatch {
+                name: name.to_owned(),
+                detail: format!(
+                    "the ring takes messages of up to {max} bytes, the exported one up to {max_message}"
+                ),
+            });
         }
-        Ok(match shape {
-            Shape::Ring => {
-                Local::Bytes(ByteRing::open_or_create(name, capacity, max_message, &opts)?.0)
-            }
-            Shape::Broadcast(policy) => Local::ByteBroadcast(
-                ByteBroadcast::open_or_create(name, capacity, max_message, policy, &opts)?.0,
-            ),
-        })
+        Ok(ring)
     }
 
     /// The ring's name.
